@@ -1,0 +1,164 @@
+"""Streams of generated sequences for training, validation and test (spec §2.1, §2.4).
+
+Training: ``batch_size`` parallel streams (a fixed *global* number: under DDP each rank takes every
+world-size-th stream), each ``sequences_per_stream`` sequences long per epoch, with n drawn from the
+curriculum of spec §2.4 and the stacks emptied every ``reset_every`` sequences and at every epoch start.
+Streams are cut to a common length and served as consecutive windows of ``bptt`` characters, so the
+module carries its state from one batch to the next. Every epoch's data comes from its own generator,
+seeded by (seed, epoch, stream), which makes a resumed run see exactly the data of an uninterrupted one.
+
+Validation: one stream of ``validation_sequences`` sequences, n uniform on
+{validation_nmin..validation_nmax-1} (by default 2..max(N, 20)-1, beyond the curriculum), fresh each epoch.
+Test: the code's protocol on one continuous stream, n = 2..61 in order, 200 sequences each, fixed seed.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from papers.stack_rnn.tasks import Stream, curriculum_nmax, get_task, make_stream, sample_ns, test_stream
+
+
+def windows(stream_batch: dict[str, torch.Tensor], length: int, keep_tail: bool):
+    """Consecutive [B, length] slices of every tensor in ``stream_batch``; the shorter last one is kept only
+    with ``keep_tail`` (evaluation must see every character; training windows all have ``bptt`` steps)."""
+    total = stream_batch["inputs"].shape[1]
+    stop = total if keep_tail else total - length + 1
+    for start in range(0, max(stop, 0), length):
+        yield {k: v[:, start : start + length] for k, v in stream_batch.items()}
+
+
+def stack_streams(streams: list[Stream], reset_every: int, supervised: bool) -> dict[str, torch.Tensor]:
+    """Batch streams cut to their common length; marks the steps where the stacks are emptied."""
+    length = min(len(s) for s in streams)
+    resets = torch.zeros(len(streams), length, dtype=torch.bool)
+    resets[:, 0] = True
+    for row, stream in enumerate(streams):
+        # The stacks are emptied before the step that reads the first character of every
+        # reset_every-th sequence (that step's input is the character at target index start).
+        steps = stream.starts[reset_every::reset_every] + 1
+        resets[row, steps[steps < length]] = True
+    stacked = {
+        "inputs": torch.stack([s.inputs[:length] for s in streams]),
+        "targets": torch.stack([s.targets[:length] for s in streams]),
+        "resets": resets,
+    }
+    if supervised:
+        stacked["loss_mask"] = torch.stack([s.scored[:length] for s in streams]).float()
+    else:
+        stacked["loss_mask"] = torch.ones(len(streams), length)
+    return stacked
+
+
+class _Windows(IterableDataset):
+    """Re-creates its batch on every iteration from a builder, so each epoch gets its own data."""
+
+    def __init__(self, build, length: int, keep_tail: bool):
+        self.build, self.length, self.keep_tail = build, length, keep_tail
+
+    def __iter__(self):
+        yield from windows(self.build(), self.length, self.keep_tail)
+
+
+class StackTaskData(L.LightningDataModule):
+    """Generated data for one Stack-RNN task.
+
+    Args:
+        task: generator name (see ``papers.stack_rnn.tasks.TASKS``).
+        nmax: N of the curriculum; training n < N (the code's ``-nmax``).
+        batch_size: global number of parallel training streams (split evenly over DDP ranks).
+        sequences_per_stream: sequences in each stream per epoch.
+        reset_every: empty the stacks every this many sequences (1000; 100 memorization; 10 addition).
+        bptt: truncated-BPTT window in characters (50).
+        validation_sequences: sequences in the validation stream (1000).
+        validation_nmin / validation_nmax: n range of validation (None: 2 and max(N, 20)).
+        test_lengths: [first, last] n of the test stream (2..61: the code's 2..59 plus two so that 60
+            lengths give the paper's k/60).
+        test_per_length: sequences per n in the test stream (200; the code scores 199).
+        test_seed: generator seed of the test stream (the code uses srand(10)).
+        window: characters per batch at validation and test (no gradient, so long windows are fine).
+        seed: run seed; the harness sets it to the seed of the run.
+    """
+
+    def __init__(
+        self,
+        task: str = "anbn",
+        nmax: int = 15,
+        batch_size: int = 32,
+        sequences_per_stream: int = 250,
+        reset_every: int = 1000,
+        bptt: int = 50,
+        validation_sequences: int = 1000,
+        validation_nmin: int | None = None,
+        validation_nmax: int | None = None,
+        test_lengths: tuple[int, int] = (2, 61),
+        test_per_length: int = 200,
+        test_seed: int = 10,
+        window: int = 1000,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.task = get_task(task)
+        self._test_stream: Stream | None = None
+
+    @property
+    def world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    @property
+    def epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_batches(self, epoch: int) -> dict[str, torch.Tensor]:
+        """This rank's streams for ``epoch``, cut to the common length of *all* global streams."""
+        hp = self.hparams
+        world, rank = self.world
+        if hp.batch_size % world:
+            raise ValueError(f"data.batch_size={hp.batch_size} streams cannot be split over {world} devices")
+        nmax = curriculum_nmax(epoch, hp.nmax)
+        streams = []
+        for index in range(hp.batch_size):
+            rng = np.random.default_rng([hp.seed, epoch, index])
+            ns = sample_ns(rng, hp.sequences_per_stream, 2, nmax)
+            streams.append(make_stream(self.task, ns, rng))
+        batch = stack_streams(streams, hp.reset_every, self.task.supervised)
+        return {k: v[rank::world] for k, v in batch.items()}
+
+    def validation_batch(self, epoch: int) -> dict[str, torch.Tensor]:
+        hp = self.hparams
+        rng = np.random.default_rng([hp.seed, epoch, 1_000_003])  # apart from every training stream
+        nmin = hp.validation_nmin or 2
+        nmax = hp.validation_nmax or max(hp.nmax, 20)
+        stream = make_stream(self.task, sample_ns(rng, hp.validation_sequences, nmin, nmax), rng)
+        return stack_streams([stream], hp.validation_sequences + 1, self.task.supervised)
+
+    @property
+    def test_stream(self) -> Stream:
+        if self._test_stream is None:
+            first, last = self.hparams.test_lengths
+            self._test_stream = test_stream(
+                self.task, range(first, last + 1), self.hparams.test_per_length, self.hparams.test_seed
+            )
+        return self._test_stream
+
+    def train_dataloader(self):
+        return DataLoader(
+            _Windows(lambda: self.train_batches(self.epoch), self.hparams.bptt, False), batch_size=None
+        )
+
+    def val_dataloader(self):
+        return DataLoader(
+            _Windows(lambda: self.validation_batch(self.epoch), self.hparams.window, True), batch_size=None
+        )
+
+    def test_dataloader(self):
+        def build():
+            s = self.test_stream
+            return {"inputs": s.inputs[None], "targets": s.targets[None]}
+
+        return DataLoader(_Windows(build, self.hparams.window, True), batch_size=None)

@@ -1,0 +1,335 @@
+"""Stack-augmented RNN (Joulin & Mikolov 2015) and the Table 2 baselines, as one LightningModule.
+
+The recurrent cores follow spec §3 (eqs. 1-6 of the paper and ``StackRNN.h``):
+
+    h_t       = σ( U x_t + R h_{t-1} + Σ_s P_s s^(s)_{t-1}[0:k] )  σ logistic, pre-activation clipped to ±50
+    y_t       = softmax( V h_t )                                      next-character distribution
+    a^(s)_t   = softmax( A_s h_t )                                    [PUSH, POP] (+ NO-OP) per stack
+    s_t[0]    = a_PUSH σ(D_s h_t) + a_POP s_{t-1}[1]  (+ a_NOOP s_{t-1}[0])
+    s_t[i]    = a_PUSH s_{t-1}[i-1] + a_POP s_{t-1}[i+1]  (+ a_NOOP s_{t-1}[i])
+
+No biases anywhere, empty cells hold -1, R = 0 on the toy tasks (recurrence only through the stacks).
+"Rounding" replaces each action softmax by its one-hot argmax at validation/test time only.
+
+Training is truncated BPTT over B parallel streams (an accepted deviation from the paper's online SGD,
+recorded in the README): one SGD step per window of ``bptt`` characters, the loss summed over the window
+and averaged over streams, so the step per character matches online SGD; the state is carried across
+windows and detached at their boundaries. Gradients are clipped element-wise at 15 (Trainer setting),
+standing in for the code's clipping of error signals.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from papers.stack_rnn.tasks import sequence_accuracy
+
+EMPTY = -1.0  # value of an empty stack cell [code]
+PRE_CLIP = 50.0  # pre-activations are clipped to ±50 before a sigmoid [code]
+
+
+def three_uniform_(weight: torch.Tensor) -> torch.Tensor:
+    """The code's init: the sum of three independent U(-0.1, 0.1) draws (range ±0.3)."""
+    with torch.no_grad():
+        weight.copy_(sum(torch.empty_like(weight).uniform_(-0.1, 0.1) for _ in range(3)))
+    return weight
+
+
+class StackRNN(nn.Module):
+    """The recurrent core, vectorised over a batch of streams and over stacks.
+
+    With ``n_stacks=0`` and ``recurrent=True`` it is the plain sigmoid RNN baseline of Table 2 (the same
+    bias-free Elman network the Stack RNN extends).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int = 40,
+        n_stacks: int = 10,
+        stack_size: int = 200,
+        depth: int = 2,
+        noop: bool = False,
+        recurrent: bool = False,
+    ):
+        super().__init__()
+        self.vocab_size, self.hidden_size = vocab_size, hidden_size
+        self.n_stacks, self.stack_size, self.depth = n_stacks, stack_size, depth
+        self.n_actions = 3 if noop else 2  # order [push, pop, no-op] as in the code
+        self.recurrent = recurrent
+        self.embed = nn.Parameter(three_uniform_(torch.empty(vocab_size, hidden_size)))  # U (one-hot input)
+        self.stack_to_hidden = nn.Parameter(three_uniform_(torch.empty(n_stacks * depth, hidden_size)))  # P
+        # V, A and D read the same h_t: one matrix product gives [logits | action scores | push values].
+        out = vocab_size + n_stacks * (self.n_actions + 1)
+        self.readout = nn.Parameter(three_uniform_(torch.empty(hidden_size, out)))
+        self.hidden_to_hidden = (  # R; absent (= 0, untrained) unless the task uses it
+            nn.Parameter(three_uniform_(torch.empty(hidden_size, hidden_size))) if recurrent else None
+        )
+
+    def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.embed
+        hidden = torch.zeros(batch, self.hidden_size, dtype=w.dtype, device=w.device)
+        stacks = torch.full((batch, self.n_stacks, self.stack_size), EMPTY, dtype=w.dtype, device=w.device)
+        return hidden, stacks
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor],
+        resets: torch.Tensor | None = None,
+        hard: torch.Tensor | bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Run a window. inputs [B, T] symbol ids; resets [B, T]: empty the stacks before step t;
+        hard: rounding for all rows (bool) or per row ([B] bool). Returns logits [B, T, V], the final
+        state, and the actions [B, T, S, n_actions] actually applied."""
+        batch, steps = inputs.shape
+        hidden, stacks = state
+        v, s, a = self.vocab_size, self.n_stacks, self.n_actions
+        empty = stacks.new_full((batch, s, 1), EMPTY)
+        reset_steps = set(resets.any(0).nonzero().flatten().tolist()) if resets is not None else set()
+        hard_rows = None
+        if isinstance(hard, torch.Tensor):
+            hard_rows = hard.view(batch, 1, 1)
+        elif hard:
+            hard_rows = torch.ones(batch, 1, 1, dtype=torch.bool, device=inputs.device)
+        input_rows = self.embed[inputs]  # U x_t for every step at once
+        logits, actions = [], []
+        for t in range(steps):
+            if t in reset_steps:
+                stacks = torch.where(resets[:, t, None, None], EMPTY, stacks)
+                if self.recurrent:
+                    hidden = torch.where(resets[:, t, None], 0.0, hidden)
+            pre = input_rows[:, t]
+            if s:
+                pre = pre + stacks[:, :, : self.depth].reshape(batch, s * self.depth) @ self.stack_to_hidden
+            if self.recurrent:
+                pre = pre + hidden @ self.hidden_to_hidden
+            hidden = torch.sigmoid(pre.clamp(-PRE_CLIP, PRE_CLIP))
+            out = hidden @ self.readout
+            logits.append(out[:, :v])
+            if not s:
+                continue
+            act = out[:, v : v + s * a].view(batch, s, a).softmax(-1)
+            if hard_rows is not None:
+                rounded = F.one_hot(act.argmax(-1), a).to(act.dtype)
+                act = torch.where(hard_rows, rounded, act)
+            push_value = torch.sigmoid(out[:, v + s * a :].clamp(-PRE_CLIP, PRE_CLIP))
+            pushed = torch.cat([push_value.unsqueeze(-1), stacks[:, :, :-1]], -1)
+            popped = torch.cat([stacks[:, :, 1:], empty], -1)  # the bottom cell receives the empty value
+            new = act[..., 0:1] * pushed + act[..., 1:2] * popped
+            if a == 3:
+                new = new + act[..., 2:3] * stacks
+            stacks = new
+            actions.append(act)
+        logits = torch.stack(logits, 1)
+        actions = torch.stack(actions, 1) if actions else logits.new_zeros(batch, steps, 0, a)
+        return logits, (hidden, stacks), actions
+
+
+class LSTMBaseline(nn.Module):
+    """The LSTM baseline of Table 2: ``torch.nn.LSTM`` (1 or 2 layers) with a linear read-out."""
+
+    def __init__(self, vocab_size: int, hidden_size: int = 50, num_layers: int = 1):
+        super().__init__()
+        self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
+        self.lstm = nn.LSTM(vocab_size, hidden_size, num_layers, batch_first=True)
+        self.readout = nn.Linear(hidden_size, vocab_size)
+
+    def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.readout.weight
+        zeros = torch.zeros(self.num_layers, batch, self.hidden_size, dtype=w.dtype, device=w.device)
+        return zeros, zeros.clone()
+
+    def forward(self, inputs, state, resets=None, hard=False):
+        """Same contract as ``StackRNN.forward``; a reset zeroes the LSTM state (its "empty stacks")."""
+        x = F.one_hot(inputs, self.vocab_size).to(self.readout.weight.dtype)
+        cuts = sorted(set(resets.any(0).nonzero().flatten().tolist()) | {0}) if resets is not None else [0]
+        outputs = []
+        for start, stop in zip(cuts, [*cuts[1:], inputs.shape[1]], strict=True):
+            if resets is not None and resets[:, start].any():
+                keep = (~resets[:, start]).to(x.dtype).view(1, -1, 1)
+                state = (state[0] * keep, state[1] * keep)
+            out, state = self.lstm(x[:, start:stop], state)
+            outputs.append(out)
+        logits = self.readout(torch.cat(outputs, 1))
+        return logits, state, logits.new_zeros(*inputs.shape, 0, 0)
+
+
+def detach(state):
+    return tuple(t.detach() for t in state)
+
+
+class StackRNNModule(L.LightningModule):
+    """Next-character prediction on a stream, with the paper's validation, LR halving and test protocol.
+
+    Args:
+        task: generator name (``anbn``, ``anbncn``, ``anbncndn``, ``anb2n``, ``anbmcnm``, ``memorization``,
+            ``addition``); fixes the vocabulary and whether training is supervised.
+        architecture: ``stack`` (Stack RNN), ``rnn`` (sigmoid RNN, Table 2 baseline) or ``lstm``.
+        hidden_size: hidden units (40 for the counting tasks, 100 for memorization and addition).
+        n_stacks: number of stacks (10 in Table 2).
+        stack_size: capacity p of each stack (200 in the code; keep it, see spec §8).
+        depth: k, how many top cells of each stack the hidden layer reads (2).
+        noop: add the NO-OP action (off for Table 2, on for addition).
+        recurrent: use the recurrent matrix R (off on toy tasks: recurrence only through the stacks).
+        num_layers: LSTM layers (lstm only).
+        rounding: discretise the actions at validation (test always reports both soft and rounded).
+        lr: initial SGD learning rate (0.1).
+        lr_min: training stops once halving takes the learning rate below this (1e-5).
+    """
+
+    def __init__(
+        self,
+        task: str = "anbn",
+        architecture: str = "stack",
+        hidden_size: int = 40,
+        n_stacks: int = 10,
+        stack_size: int = 200,
+        depth: int = 2,
+        noop: bool = False,
+        recurrent: bool = False,
+        num_layers: int = 1,
+        rounding: bool = False,
+        lr: float = 0.1,
+        lr_min: float = 1e-5,
+    ):
+        super().__init__()
+        from papers.stack_rnn.tasks import get_task
+
+        self.save_hyperparameters()
+        self.task = get_task(task)
+        vocab = self.task.vocab_size
+        if architecture == "stack":
+            self.core = StackRNN(vocab, hidden_size, n_stacks, stack_size, depth, noop, recurrent)
+        elif architecture == "rnn":
+            self.core = StackRNN(vocab, hidden_size, n_stacks=0, recurrent=True)
+        elif architecture == "lstm":
+            self.core = LSTMBaseline(vocab, hidden_size, num_layers)
+        else:
+            raise ValueError(f"unknown architecture '{architecture}'; valid: stack, rnn, lstm")
+        self.has_stacks = architecture == "stack"
+        self.lr = lr
+        self.best_entropy = math.inf
+        self.snapshot: dict[str, torch.Tensor] | None = None
+        self._state = None
+        self._test_correct: list[torch.Tensor] = []
+        self.details: dict = {}
+
+    # ----------------------------------------------------------------------------------------------
+    # training: truncated BPTT over parallel streams
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.core.parameters(), lr=self.lr)
+
+    def _carried_state(self, batch_size: int):
+        if (
+            self._state is None
+            or self._state[0].shape[-2 if isinstance(self.core, LSTMBaseline) else 0] != batch_size
+        ):
+            self._state = self.core.initial_state(batch_size)
+        return self._state
+
+    def on_train_epoch_start(self):
+        self._state = None  # the stacks are emptied at the start of every epoch [code]
+
+    def training_step(self, batch, batch_idx):
+        inputs, targets, resets, mask = batch["inputs"], batch["targets"], batch["resets"], batch["loss_mask"]
+        logits, state, _ = self.core(inputs, self._carried_state(inputs.shape[0]), resets)
+        self._state = detach(state)
+        nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        # Summed over the window, averaged over streams: the per-character step of online SGD.
+        loss = (nll * mask).sum() / inputs.shape[0]
+        self.log("train/nll", (nll * mask).sum() / mask.sum().clamp(min=1), prog_bar=True)
+        self.log("lr", self.lr, prog_bar=True)
+        return loss
+
+    # ----------------------------------------------------------------------------------------------
+    # validation: entropy (mean -log10 p over the stream), LR halving with snapshot restore
+    def on_validation_epoch_start(self):
+        self._val_state = None
+        self._val_sum = torch.zeros((), dtype=torch.float64)
+        self._val_count = 0
+
+    def validation_step(self, batch, batch_idx):
+        inputs, targets, mask = batch["inputs"], batch["targets"], batch["loss_mask"]
+        state = self._val_state or self.core.initial_state(inputs.shape[0])
+        logits, self._val_state, _ = self.core(inputs, state, batch["resets"], hard=self.hparams.rounding)
+        nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        self._val_sum += (nll * mask).sum().double().cpu()
+        self._val_count += int(mask.sum())
+
+    def on_validation_epoch_end(self):
+        entropy = float(self._val_sum / max(self._val_count, 1)) / math.log(10)  # base 10, as the paper
+        self.log("val/entropy", entropy, prog_bar=True)
+        if self.trainer.sanity_checking:
+            return
+        epoch = self.current_epoch
+        if entropy < self.best_entropy or epoch == 0:
+            self.best_entropy = entropy
+            self.snapshot = copy.deepcopy(self.core.state_dict())
+        elif epoch > self.trainer.datamodule.hparams.nmax / 2:
+            # The code halves the rate and goes back to the best snapshot, but only in the second half
+            # of the curriculum; earlier, a worse validation entropy changes nothing.
+            self.lr /= 2
+            self.core.load_state_dict(self.snapshot)
+            for group in self.trainer.optimizers[0].param_groups:
+                group["lr"] = self.lr
+            if self.lr < self.hparams.lr_min:
+                self.trainer.should_stop = True
+        self.log("val/best_entropy", self.best_entropy)
+
+    def on_fit_end(self):
+        if self.snapshot is not None:  # test the best snapshot, as the code does
+            self.core.load_state_dict(self.snapshot)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["stack_rnn"] = {
+            "lr": self.lr,
+            "best_entropy": self.best_entropy,
+            "snapshot": self.snapshot,
+        }
+
+    def on_load_checkpoint(self, checkpoint):
+        saved = checkpoint["stack_rnn"]
+        self.lr, self.best_entropy, self.snapshot = saved["lr"], saved["best_entropy"], saved["snapshot"]
+
+    # ----------------------------------------------------------------------------------------------
+    # test: the code's protocol on one continuous stream; row 0 soft, row 1 rounded
+    def on_test_epoch_start(self):
+        self._test_state = None
+        self._test_correct = []
+
+    def test_step(self, batch, batch_idx):
+        inputs, targets = batch["inputs"], batch["targets"]
+        rows = 2 if self.has_stacks else 1
+        inputs, targets = inputs.expand(rows, -1), targets.expand(rows, -1)
+        state = self._test_state or self.core.initial_state(rows)
+        hard = torch.arange(rows, device=inputs.device) == 1
+        logits, self._test_state, _ = self.core(inputs, state, hard=hard)
+        self._test_correct.append((logits.argmax(-1) == targets).cpu())
+
+    def on_test_epoch_end(self):
+        stream = self.trainer.datamodule.test_stream
+        correct = torch.cat(self._test_correct, 1)
+        modes = ["soft", "rounding"] if self.has_stacks else ["soft"]
+        lengths = None
+        for row, mode in enumerate(modes):
+            by_n = sequence_accuracy(correct[row], stream)
+            lengths = sorted(by_n)
+            solved = [n for n in lengths if by_n[n] == 1.0]
+            suffix = "" if mode == "soft" else "_rounding"
+            code_lengths = [n for n in lengths if n <= 59]  # the released code tests n = 2..59
+            self.log(f"solved_pct{suffix}", 100.0 * sum(n <= 59 for n in solved) / len(code_lengths))
+            self.log(f"solved_of_60{suffix}", float(len(solved[:60])))
+            self.log(f"solved_pct60{suffix}", 100.0 * min(len(solved), 60) / 60)
+            self.log(f"mean_accuracy{suffix}", sum(by_n.values()) / len(by_n))
+            self.details.setdefault("accuracy_by_n", {"n": lengths})[mode] = [by_n[n] for n in lengths]
+        self.log("val_entropy", self.best_entropy)
+
+    def test_details(self) -> dict:
+        return self.details

@@ -1,0 +1,384 @@
+"""``repro``: reproduce a paper, check committed results, browse the leaderboard.
+
+    repro list [PAPER]                     papers, experiments, tiers and their latest verdicts
+    repro reproduce PAPER [options]        train + evaluate seeds, print published vs reproduced, judge
+    repro check [PAPER]                    re-judge committed results against expected.yaml (CI regression)
+    repro config PAPER EXPERIMENT          print the fully resolved config of a tier
+    repro leaderboard [--wandb]            rebuild results/LEADERBOARD.md and results/leaderboard.html
+    repro bench [PAPER]                    run the papers' benchmarks, JSON under results/bench/
+
+Exit status: 0 when every gated number agrees, 1 on a miss, 2 on bad input (unknown names, bad configs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from repro import results
+from repro.config import ConfigError
+from repro.papers import TIERS, ExpectedError, Experiment, Paper, discover, get_paper
+from repro.verdict import MISS, fmt, judge
+
+console = Console()
+VERDICT_STYLE = {
+    "PASS": "bold green",
+    "MISS": "bold red",
+    "SHOWN": "dim",
+    "NOT RUN": "yellow",
+    "NOT IMPLEMENTED": "yellow",
+    "NO RESULT": "yellow",
+}
+
+
+def selected_experiments(paper: Paper, names: list[str] | None) -> list[Experiment]:
+    if names:
+        return [paper.experiment(n) for n in names]
+    return [e for e in paper.experiments.values() if e.implemented]
+
+
+# --------------------------------------------------------------------------------------------------
+# reproduce
+def child_command(
+    paper: str, experiment: str, tier: str, seed: int, args: argparse.Namespace, progress: bool
+) -> list[str]:
+    cmd = [sys.executable, "-m", "repro.train", paper, experiment, tier, str(seed)]
+    for item in args.overrides:
+        cmd += ["--set", item]
+    if args.devices is not None:
+        cmd += ["--set", f"trainer.devices={args.devices}"]
+    if args.accelerator is not None:
+        cmd += ["--set", f"trainer.accelerator={args.accelerator}"]
+    if args.devices not in (None, "1", 1):
+        cmd += ["--set", "trainer.strategy=ddp"]
+    if args.resume:
+        cmd.append("--resume")
+    if not progress:
+        cmd.append("--no-progress")
+    return cmd
+
+
+def run_seeds(paper: Paper, experiments: list[Experiment], args: argparse.Namespace) -> list[str]:
+    """Run every (experiment, seed) as its own process; returns the failures' descriptions."""
+    from repro.train import RUNS
+
+    jobs = [(e.name, s) for e in experiments for s in range(1, args.seeds + 1)]
+    parallel = args.jobs or (1 if args.devices not in (None, "1", 1) else min(os.cpu_count() or 1, len(jobs)))
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    show_child = parallel == 1 and args.progress
+    failures: list[str] = []
+    running: list[tuple[subprocess.Popen, str, Path]] = []
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=console, disable=show_child) as bar:
+        task = bar.add_task(f"{paper.name} {args.tier}: seeds", total=len(jobs))
+        queue = list(jobs)
+        while queue or running:
+            while queue and len(running) < parallel:
+                name, seed = queue.pop(0)
+                log = RUNS / paper.name / name / args.tier / f"seed{seed}" / "train.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                cmd = child_command(paper.name, name, args.tier, seed, args, show_child)
+                out = None if show_child else open(log, "w")  # noqa: SIM115 - closed when the process ends
+                running.append(
+                    (subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT), name, log)
+                )
+                bar.console.print(f"started {name} seed {seed}" + ("" if show_child else f" (log: {log})"))
+            for entry in list(running):
+                proc, name, log = entry
+                if proc.poll() is None:
+                    continue
+                running.remove(entry)
+                bar.advance(task)
+                if proc.returncode:
+                    failures.append(
+                        f"{name} ({' '.join(proc.args[3:7])}) exited {proc.returncode}; see {log}"
+                    )
+                    bar.console.print(f"[red]failed[/] {failures[-1]}")
+                    if not show_child and log.exists():
+                        bar.console.print(log.read_text()[-2000:])
+            time.sleep(0.2)
+    return failures
+
+
+def aggregate(
+    paper: Paper, experiment: Experiment, tier: str, seeds: list[int], root: Path
+) -> dict[str, Any]:
+    records = [r for r in results.load_records(paper.name, experiment.name, tier, root) if r["seed"] in seeds]
+    verdict = judge(experiment, records, tier, experiment.data_present())
+    payload = {
+        "paper": paper.name,
+        **verdict,
+        "hardware": records[0]["hardware"] if records else None,
+        "wall_time_s": round(sum(r["wall_time_s"] for r in records), 2),
+        "records": [f"seed{r['seed']}.json" for r in records],
+        "updated_at": results.now(),
+    }
+    if records:
+        results.write_json(
+            results.run_dir(paper.name, experiment.name, tier, root) / "aggregate.json", payload
+        )
+    return payload
+
+
+def print_verdicts(paper: Paper, aggregates: list[dict[str, Any]]) -> None:
+    table = Table(title=f"{paper.title} ({paper.name}): published vs reproduced", show_lines=False)
+    for column in (
+        "experiment",
+        "metric",
+        "published",
+        "evidence",
+        "reproduced",
+        "tolerance",
+        "tier",
+        "verdict",
+    ):
+        table.add_column(column, overflow="fold")
+    for agg in aggregates:
+        for row in agg["metrics"]:
+            tol = ", ".join(f"{k} {v:g}" for k, v in row["tolerance"].items())
+            gated = "" if row["gated"] else " (not gated)"
+            verdict = (
+                agg["verdict"]
+                if agg["verdict"] in ("NOT RUN", "NOT IMPLEMENTED", "NO RESULT")
+                else row["verdict"]
+            )
+            table.add_row(
+                agg["experiment"],
+                row["label"],
+                fmt(row["published"]),
+                f"[{row['evidence']}]",
+                row["text"],
+                tol,
+                agg["tier"],
+                f"[{VERDICT_STYLE.get(verdict, '')}]{verdict}[/]{gated}",
+            )
+    console.print(table)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    paper = get_paper(args.paper)
+    experiments = selected_experiments(paper, args.experiment)
+    for e in experiments:
+        if not paper.config_path(e.name, args.tier).exists():
+            raise ConfigError(
+                f"{paper.name}/{e.name} has no '{args.tier}' config; it has: "
+                f"{', '.join(paper.tiers(e.name)) or 'none'}"
+            )
+    runnable = [e for e in experiments if e.data_present()]
+    for e in experiments:
+        if e not in runnable:
+            console.print(f"[yellow]not run: data not present[/] for {e.name}: {e.data.instructions}")
+    failures = run_seeds(paper, runnable, args) if runnable else []
+    root = args.results
+    aggregates = [aggregate(paper, e, args.tier, list(range(1, args.seeds + 1)), root) for e in experiments]
+    make_figures(paper, args.tier, root)
+    print_verdicts(paper, aggregates)
+    missed = [a["experiment"] for a in aggregates if a["verdict"] == MISS]
+    for failure in failures:
+        console.print(f"[red]run failed:[/] {failure}")
+    if missed:
+        console.print(f"[red]MISS[/] on gated numbers of: {', '.join(missed)}")
+    return 1 if missed or failures else 0
+
+
+def make_figures(paper: Paper, tier: str, root: Path) -> None:
+    """A paper with ``figures.py`` draws its figures from its results: ``make_figures(results_dir, tier)``."""
+    if not (paper.folder / "figures.py").exists():
+        return
+    module = importlib.import_module(f"papers.{paper.name}.figures")
+    for path in module.make_figures(root / paper.name, tier):
+        console.print(f"figure: {path}")
+
+
+# --------------------------------------------------------------------------------------------------
+# check, list, config, leaderboard, bench
+def committed_aggregates(paper: Paper, root: Path, tiers: tuple[str, ...] = TIERS):
+    for experiment in paper.experiments.values():
+        for tier in tiers:
+            path = results.run_dir(paper.name, experiment.name, tier, root) / "aggregate.json"
+            if path.exists():
+                yield experiment, tier, path
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Re-judge every committed aggregate from its seed records and the current expected.yaml."""
+    papers = [get_paper(args.paper)] if args.paper else list(discover().values())
+    tiers = (args.tier,) if args.tier else TIERS
+    missed, problems, checked = [], [], 0
+    for paper in papers:
+        aggregates = []
+        for experiment, tier, path in committed_aggregates(paper, args.results, tiers):
+            stored = results.read_json(path)
+            missing = [name for name in stored["records"] if not (path.parent / name).exists()]
+            if missing:
+                problems.append(f"{path}: lists records that do not exist: {', '.join(missing)}")
+                continue
+            records = [results.read_json(path.parent / name) for name in stored["records"]]
+            fresh = judge(experiment, records, tier, experiment.data_present())
+            if fresh["verdict"] != stored["verdict"]:
+                problems.append(
+                    f"{path}: stored verdict {stored['verdict']} but the records give "
+                    f"{fresh['verdict']} (expected.yaml or records changed; rerun reproduce)"
+                )
+            aggregates.append(fresh)
+            checked += 1
+            if fresh["verdict"] == MISS:
+                missed.append(f"{paper.name}/{experiment.name} [{tier}]")
+        if aggregates:
+            print_verdicts(paper, aggregates)
+    for problem in problems:
+        console.print(f"[red]problem:[/] {problem}")
+    for miss in missed:
+        console.print(f"[red]MISS:[/] {miss}")
+    console.print(f"checked {checked} aggregates: {len(missed)} missed, {len(problems)} problems")
+    return 1 if missed or problems else 0
+
+
+def latest_verdicts(paper: Paper, experiment: Experiment, root: Path) -> str:
+    parts = []
+    for tier in TIERS:
+        path = results.run_dir(paper.name, experiment.name, tier, root) / "aggregate.json"
+        if path.exists():
+            verdict = results.read_json(path)["verdict"]
+            parts.append(f"{tier}: [{VERDICT_STYLE.get(verdict, '')}]{verdict}[/]")
+    if not experiment.implemented:
+        return "[yellow]not implemented[/]"
+    if not experiment.data_present():
+        return f"[yellow]not run: data not present[/] ({experiment.data.instructions})"
+    return ", ".join(parts) or "no result yet"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    papers = [get_paper(args.paper)] if args.paper else list(discover().values())
+    table = Table(title="repro: papers and experiments")
+    for column in ("paper", "experiment", "reproduces", "tiers", "latest verdict"):
+        table.add_column(column, overflow="fold")
+    for paper in papers:
+        for experiment in paper.experiments.values():
+            table.add_row(
+                paper.name,
+                experiment.name,
+                experiment.table or experiment.title,
+                ", ".join(paper.tiers(experiment.name)) or "–",
+                latest_verdicts(paper, experiment, args.results),
+            )
+    console.print(table)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from repro import config
+
+    paper = get_paper(args.paper)
+    experiment = paper.experiment(args.experiment)
+    resolved = config.load(paper.config_path(experiment.name, args.tier), args.overrides)
+    print(config.dump(resolved), end="")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from repro import leaderboard
+
+    for path in leaderboard.build(args.results, wandb=args.wandb):
+        console.print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    papers = [get_paper(args.paper)] if args.paper else list(discover().values())
+    for paper in papers:
+        if not (paper.folder / "bench.py").exists():
+            continue
+        out = args.results / "bench" / f"{paper.name}.json"
+        importlib.import_module(f"papers.{paper.name}.bench").main(out, quick=args.quick)
+        console.print(f"wrote {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="repro", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path(os.environ.get("REPRO_RESULTS", results.RESULTS)),
+        help="results folder (default: results/ of the repository, or $REPRO_RESULTS)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="papers, experiments, tiers and latest verdicts")
+    p.add_argument("paper", nargs="?")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("reproduce", help="train, evaluate and judge a paper's experiments")
+    p.add_argument("paper")
+    p.add_argument("--experiment", "-e", action="append", help="run only this experiment (repeatable)")
+    p.add_argument("--tier", "-t", choices=TIERS, default="cpu", help="smoke | cpu | full (default: cpu)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds, 1..N (default: 3)")
+    p.add_argument("--devices", help="devices per run (more than 1 uses Lightning DDP)")
+    p.add_argument("--accelerator", help="cpu | gpu | auto")
+    p.add_argument("--jobs", type=int, help="seeds run at once (default: one per core on CPU)")
+    p.add_argument("--resume", action="store_true", help="continue each seed from its last checkpoint")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override by dotted key, e.g. --set model.lr=0.3",
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("check", help="re-judge committed results against expected.yaml (non-zero on a miss)")
+    p.add_argument("paper", nargs="?")
+    p.add_argument("--tier", choices=TIERS)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("config", help="print the resolved config (every default filled in)")
+    p.add_argument("paper")
+    p.add_argument("experiment")
+    p.add_argument("--tier", "-t", choices=TIERS, default="cpu")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("leaderboard", help="rebuild results/LEADERBOARD.md and results/leaderboard.html")
+    p.add_argument("--wandb", action="store_true", help="also log the table to Weights & Biases")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("bench", help="run benchmarks; JSON under results/bench/")
+    p.add_argument("paper", nargs="?")
+    p.add_argument("--quick", action="store_true", help="a short run that only checks the benchmark works")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, ExpectedError, ConfigError) as err:
+        console.print(f"[red]error:[/] {err}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

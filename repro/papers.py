@@ -1,0 +1,277 @@
+"""Paper discovery and the ``expected.yaml`` metafile.
+
+Every folder ``papers/<name>/`` holding an ``expected.yaml`` is a paper: nothing to register by hand.
+``expected.yaml`` is the single source of truth for what the paper published and how a run is judged:
+
+    paper:        {title, authors, year, venue, arxiv, code, spec}
+    selection:    {rule: best|mean, by: <metric key>, mode: min|max}     # how seeds combine; optional
+    experiments:
+      <experiment>:
+        title, table                       # what the experiment reproduces
+        implemented: true|false            # false: shown in tables as "not implemented"
+        data: {name, files, instructions}  # optional: files under the data root the experiment needs
+        selection: {...}                   # optional per-experiment override
+        metrics:
+          - key, label, published, source, evidence, direction, tolerance, gate, aggregate, note
+
+``evidence`` is one of paper / code / secondary / unverified; an unverified number can never gate.
+``tolerance`` is ``{abs: x}`` or ``{rel: x}``. ``gate`` lists the tiers at which a miss fails the check.
+``aggregate`` says which number over seeds is compared: ``selected`` (the seed the selection rule picks),
+``mean``, or ``k_of_n`` (how many seeds reach the published value; passes when at least ``min_k`` do).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPERS = ROOT / "papers"
+TIERS = ("smoke", "cpu", "full")
+EVIDENCE = ("paper", "code", "secondary", "unverified")
+AGGREGATES = ("selected", "mean", "k_of_n")
+
+
+class ExpectedError(ValueError):
+    """A malformed expected.yaml: the message names the file and the field."""
+
+
+def unknown_name_error(kind: str, name: str, valid: list[str]) -> ValueError:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ValueError(f"unknown {kind} '{name}'.{hint} Valid: {', '.join(valid) or '(none)'}")
+
+
+@dataclass(frozen=True)
+class Selection:
+    rule: str = "mean"  # "best": keep the seed with the best `by`; "mean": average over seeds
+    by: str | None = None
+    mode: str = "min"
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    published: float | None
+    source: str
+    evidence: str
+    direction: str
+    tolerance: dict[str, float]
+    gate: tuple[str, ...]
+    aggregate: str
+    min_k: int = 1
+    unit: str = ""
+    note: str = ""
+
+    def gates_at(self, tier: str) -> bool:
+        return tier in self.gate and self.evidence != "unverified" and self.published is not None
+
+
+@dataclass(frozen=True)
+class DataRequirement:
+    name: str
+    files: tuple[str, ...]
+    instructions: str
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    table: str
+    metrics: tuple[Metric, ...]
+    selection: Selection
+    implemented: bool = True
+    data: DataRequirement | None = None
+    note: str = ""
+
+    def data_present(self) -> bool:
+        """Whether every file the experiment declares exists in ``<data root>/<data.name>/``."""
+        if self.data is None:
+            return True
+        from repro.data import data_root
+
+        folder = data_root() / self.data.name
+        return all((folder / f).exists() for f in self.data.files)
+
+
+@dataclass(frozen=True)
+class Paper:
+    name: str
+    folder: Path
+    meta: dict[str, Any]
+    experiments: dict[str, Experiment] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return self.meta["title"]
+
+    def experiment(self, name: str) -> Experiment:
+        if name not in self.experiments:
+            raise unknown_name_error(f"experiment of {self.name}", name, list(self.experiments))
+        return self.experiments[name]
+
+    def config_path(self, experiment: str, tier: str) -> Path:
+        return self.folder / "configs" / f"{experiment}-{tier}.yaml"
+
+    def tiers(self, experiment: str) -> list[str]:
+        return [t for t in TIERS if self.config_path(experiment, t).exists()]
+
+
+def discover(root: Path = PAPERS) -> dict[str, Paper]:
+    return {p.parent.name: load_paper(p.parent) for p in sorted(root.glob("*/expected.yaml"))}
+
+
+def get_paper(name: str, root: Path = PAPERS) -> Paper:
+    papers = discover(root)
+    if name not in papers:
+        raise unknown_name_error("paper", name, list(papers))
+    return papers[name]
+
+
+def load_paper(folder: Path) -> Paper:
+    path = folder / "expected.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ExpectedError(f"{path}: not valid YAML: {err}") from err
+    check = _Checker(path)
+    raw = check.mapping(raw, "")
+    meta = check.mapping(raw.get("paper"), "paper")
+    for key in ("title", "authors", "year", "arxiv"):
+        check.require(meta, key, "paper")
+    default_selection = check.selection(raw.get("selection"), "selection", Selection())
+    experiments_raw = check.mapping(raw.get("experiments"), "experiments")
+    experiments = {}
+    for name, body in experiments_raw.items():
+        where = f"experiments.{name}"
+        body = check.mapping(body, where)
+        check.known_keys(
+            body, where, {"title", "table", "metrics", "selection", "implemented", "data", "note"}
+        )
+        check.require(body, "title", where)
+        check.require(body, "metrics", where)
+        selection = check.selection(body.get("selection"), f"{where}.selection", default_selection)
+        metrics = tuple(
+            check.metric(m, f"{where}.metrics[{i}]", selection) for i, m in enumerate(body["metrics"])
+        )
+        data = None
+        if body.get("data") is not None:
+            d = check.mapping(body["data"], f"{where}.data")
+            for key in ("name", "files", "instructions"):
+                check.require(d, key, f"{where}.data")
+            data = DataRequirement(d["name"], tuple(d["files"]), d["instructions"])
+        experiments[name] = Experiment(
+            name=name,
+            title=body["title"],
+            table=body.get("table", ""),
+            metrics=metrics,
+            selection=selection,
+            implemented=bool(body.get("implemented", True)),
+            data=data,
+            note=body.get("note", ""),
+        )
+    return Paper(folder.name, folder, meta, experiments)
+
+
+class _Checker:
+    """Validates one expected.yaml; every error names the file and the dotted field."""
+
+    METRIC_KEYS = {
+        "key",
+        "label",
+        "published",
+        "source",
+        "evidence",
+        "direction",
+        "tolerance",
+        "gate",
+        "aggregate",
+        "min_k",
+        "unit",
+        "note",
+    }
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, where: str, problem: str) -> ExpectedError:
+        return ExpectedError(f"{self.path}: field '{where or '<top>'}': {problem}")
+
+    def mapping(self, value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected a mapping, got {type(value).__name__}")
+        return value
+
+    def require(self, body: dict[str, Any], key: str, where: str) -> None:
+        if body.get(key) in (None, ""):
+            raise self.fail(f"{where}.{key}", "is required")
+
+    def known_keys(self, body: dict[str, Any], where: str, valid: set[str]) -> None:
+        for key in body:
+            if key not in valid:
+                close = difflib.get_close_matches(key, sorted(valid), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise self.fail(f"{where}.{key}", f"unknown key{hint}")
+
+    def one_of(self, value: Any, where: str, valid: tuple[str, ...]) -> str:
+        if value not in valid:
+            raise self.fail(where, f"must be one of {', '.join(valid)}, got {value!r}")
+        return value
+
+    def selection(self, value: Any, where: str, default: Selection) -> Selection:
+        if value is None:
+            return default
+        body = self.mapping(value, where)
+        self.known_keys(body, where, {"rule", "by", "mode"})
+        rule = self.one_of(body.get("rule", "mean"), f"{where}.rule", ("best", "mean"))
+        if rule == "best":
+            self.require(body, "by", where)
+        mode = self.one_of(body.get("mode", "min"), f"{where}.mode", ("min", "max"))
+        return Selection(rule, body.get("by"), mode)
+
+    def metric(self, value: Any, where: str, selection: Selection) -> Metric:
+        body = self.mapping(value, where)
+        self.known_keys(body, where, self.METRIC_KEYS)
+        for key in ("key", "label", "source", "evidence", "direction"):
+            self.require(body, key, where)
+        evidence = self.one_of(body["evidence"], f"{where}.evidence", EVIDENCE)
+        direction = self.one_of(body["direction"], f"{where}.direction", ("higher", "lower"))
+        published = body.get("published")
+        if published is not None and not isinstance(published, int | float):
+            raise self.fail(f"{where}.published", f"must be a number or null, got {published!r}")
+        tolerance = self.mapping(body.get("tolerance", {"abs": 0.0}), f"{where}.tolerance")
+        if len(tolerance) != 1 or next(iter(tolerance)) not in ("abs", "rel"):
+            raise self.fail(f"{where}.tolerance", "must be {abs: x} or {rel: x}")
+        if not isinstance(next(iter(tolerance.values())), int | float) or next(iter(tolerance.values())) < 0:
+            raise self.fail(f"{where}.tolerance", "must be a non-negative number")
+        gate = tuple(body.get("gate") or ())
+        for tier in gate:
+            self.one_of(tier, f"{where}.gate", TIERS)
+        if gate and evidence == "unverified":
+            raise self.fail(f"{where}.gate", "an [unverified] number never gates; set gate: []")
+        if gate and published is None:
+            raise self.fail(f"{where}.gate", "a metric without a published value cannot gate")
+        default_aggregate = "selected" if selection.rule == "best" else "mean"
+        aggregate = self.one_of(body.get("aggregate", default_aggregate), f"{where}.aggregate", AGGREGATES)
+        if aggregate == "selected" and selection.rule != "best":
+            raise self.fail(f"{where}.aggregate", "'selected' needs a selection rule 'best'")
+        return Metric(
+            key=body["key"],
+            label=body["label"],
+            published=None if published is None else float(published),
+            source=body["source"],
+            evidence=evidence,
+            direction=direction,
+            tolerance={k: float(v) for k, v in tolerance.items()},
+            gate=gate,
+            aggregate=aggregate,
+            min_k=int(body.get("min_k", 1)),
+            unit=body.get("unit", ""),
+            note=body.get("note", ""),
+        )

@@ -1,0 +1,122 @@
+"""Run records and aggregates under ``results/``: atomic JSON files with full provenance.
+
+Layout: ``results/<paper>/<experiment>/<tier>/seed<k>.json`` (one record per seed) and ``aggregate.json``
+(all seeds of that experiment and tier, with the verdict). A record is written only when its run finished;
+every write goes through a temporary file and ``os.replace``, so a crash never leaves half a record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(os.environ.get("REPRO_RESULTS", ROOT / "results"))
+TRACKED_PACKAGES = ("torch", "lightning", "torchmetrics", "wandb", "numpy", "jsonargparse", "datasets")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def run_dir(paper: str, experiment: str, tier: str, root: Path | None = None) -> Path:
+    return (root or RESULTS) / paper / experiment / tier
+
+
+def record_path(paper: str, experiment: str, tier: str, seed: int, root: Path | None = None) -> Path:
+    return run_dir(paper, experiment, tier, root) / f"seed{seed}.json"
+
+
+def load_records(paper: str, experiment: str, tier: str, root: Path | None = None) -> list[dict[str, Any]]:
+    folder = run_dir(paper, experiment, tier, root)
+    return [read_json(p) for p in sorted(folder.glob("seed*.json"))]
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    sha = git("rev-parse", "HEAD")
+    return {"sha": sha or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def hardware(accelerator: str = "cpu", devices: int | str = 1) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "machine": platform.machine(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "accelerator": accelerator,
+        "devices": devices,
+    }
+    if torch.cuda.is_available() and accelerator in ("gpu", "cuda", "auto"):
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def hardware_label(hw: dict[str, Any]) -> str:
+    """Short human label for tables: '2-core Intel Xeon ...' or the GPU names."""
+    if hw.get("gpus"):
+        return f"{len(hw['gpus'])}x {hw['gpus'][0]}"
+    return f"{hw.get('cpu_count', '?')}-core {hw.get('processor', 'cpu')}"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

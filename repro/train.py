@@ -1,0 +1,218 @@
+"""Train and evaluate one seed of one experiment: the only place a ``lightning.Trainer`` is built.
+
+``run_seed`` resolves the pinned config, seeds everything, builds the paper's LightningModule and
+LightningDataModule, fits, tests, and writes the seed's record. Checkpoints and logs go to
+``runs/<paper>/<experiment>/<tier>/seed<k>/`` (not committed); the record goes to ``results/``.
+
+A LightningModule may offer two optional hooks the harness reads after testing:
+``test_details() -> dict`` (curves and tables for the record, e.g. accuracy per length).
+A LightningDataModule may offer ``data_files() -> list[Path]``, whose sha256
+values the record keeps. Run as a module (``python -m repro.train PAPER EXPERIMENT TIER SEED``) so that
+Lightning's DDP launcher can start the other ranks with the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repro import config as config_lib
+from repro import results
+from repro.data import sha256
+from repro.papers import get_paper
+
+RUNS = Path(os.environ.get("REPRO_RUNS", results.ROOT / "runs"))
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass
+class RunSpec:
+    paper: str
+    experiment: str
+    tier: str
+    seed: int
+    overrides: list[str] = field(default_factory=list)
+    resume: bool = False
+    progress: bool = True
+    results_root: Path | None = None
+    runs_root: Path | None = None
+
+    @property
+    def work_dir(self) -> Path:
+        return (self.runs_root or RUNS) / self.paper / self.experiment / self.tier / f"seed{self.seed}"
+
+
+def wandb_mode() -> str:
+    """Offline unless the user asked otherwise: WANDB_MODE wins, then an API key means online."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest epoch checkpoint that can be read; a file cut short by a kill is skipped, not trusted."""
+    import torch
+
+    candidates = sorted(folder.glob("epoch*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        try:
+            torch.load(path, map_location="cpu", weights_only=False)
+            return path
+        except Exception:  # noqa: BLE001 - any unreadable file means "not a usable checkpoint"
+            continue
+    return None
+
+
+def build_trainer(config: dict[str, Any], spec: RunSpec):
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    class StopOnNonFiniteLoss(Callback):
+        """Stop at the first NaN/inf loss; the checkpoints of earlier epochs stay on disk."""
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            if loss is not None and not math.isfinite(float(loss)):
+                raise NonFiniteLossError(
+                    f"loss became {float(loss)} at epoch {trainer.current_epoch}, batch {batch_idx}. "
+                    f"The last good checkpoint is kept in {spec.work_dir / 'checkpoints'}; lower the "
+                    f"learning rate (model.lr=...) or check the data, then rerun with --resume."
+                )
+
+    work = spec.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    wandb_dir = work / "wandb"
+    wandb_dir.mkdir(exist_ok=True)
+    loggers = [CSVLogger(save_dir=work, name="csv", version="")]
+    if wandb_mode() != "disabled":
+        loggers.append(
+            WandbLogger(
+                project=os.environ.get("WANDB_PROJECT", "repro"),
+                group=spec.paper,
+                job_type=spec.tier,
+                name=f"{spec.experiment}-{spec.tier}-seed{spec.seed}",
+                save_dir=str(work),
+                mode=wandb_mode(),
+                config={**config, "seed": spec.seed, "experiment": spec.experiment},
+            )
+        )
+    callbacks = [
+        # Every epoch's checkpoint is kept: a kill during a write can only cost the newest one.
+        ModelCheckpoint(
+            dirpath=work / "checkpoints",
+            filename="epoch{epoch:03d}",
+            auto_insert_metric_name=False,
+            save_top_k=-1,
+            every_n_epochs=1,
+        ),
+        StopOnNonFiniteLoss(),
+    ]
+    if spec.progress:
+        callbacks.append(RichProgressBar(leave=True))
+    return L.Trainer(
+        **config["trainer"],
+        logger=loggers,
+        callbacks=callbacks,
+        default_root_dir=work,
+        enable_checkpointing=True,
+        enable_progress_bar=spec.progress,
+    )
+
+
+def run_seed(spec: RunSpec) -> dict[str, Any] | None:
+    """Fit and test one seed; returns the record (None on ranks other than zero)."""
+    import lightning as L
+    import torch
+
+    paper = get_paper(spec.paper)
+    experiment = paper.experiment(spec.experiment)
+    config = config_lib.load(paper.config_path(experiment.name, spec.tier), spec.overrides)
+    started, t0 = results.now(), time.perf_counter()
+    L.seed_everything(spec.seed, workers=True, verbose=False)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    model, data = config_lib.instantiate(config)
+    trainer = build_trainer(config, spec)
+    ckpt = latest_checkpoint(spec.work_dir / "checkpoints") if spec.resume else None
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt)
+    tested = trainer.test(model, datamodule=data, verbose=False)
+    if not trainer.is_global_zero:
+        return None
+    metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
+    record = {
+        "paper": spec.paper,
+        "experiment": spec.experiment,
+        "tier": spec.tier,
+        "seed": spec.seed,
+        "status": "complete",
+        "metrics": metrics,
+        "details": model.test_details() if hasattr(model, "test_details") else {},
+        "epochs_trained": trainer.current_epoch,
+        "resumed_from": str(ckpt.relative_to(spec.work_dir)) if ckpt else None,
+        "config": config,
+        "overrides": spec.overrides,
+        "git": results.git_state(),
+        "packages": results.package_versions(),
+        "hardware": results.hardware(str(config["trainer"].get("accelerator")), trainer.num_devices),
+        "data": [{"path": str(p), "sha256": sha256(p)} for p in getattr(data, "data_files", list)()],
+        "started_at": started,
+        "finished_at": results.now(),
+        "wall_time_s": round(time.perf_counter() - t0, 2),
+    }
+    results.write_json(
+        results.record_path(spec.paper, spec.experiment, spec.tier, spec.seed, spec.results_root), record
+    )
+    _close_wandb(trainer, record, experiment)
+    return record
+
+
+def _close_wandb(trainer, record: dict[str, Any], experiment) -> None:
+    """Put the published values and this seed's agreement with them into the W&B run summary."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from repro.verdict import agrees
+
+    summary: dict[str, Any] = {f"test/{k}": v for k, v in record["metrics"].items()}
+    summary["wall_time_s"] = record["wall_time_s"]
+    for metric in experiment.metrics:
+        if metric.published is not None:
+            summary[f"published/{metric.key}"] = metric.published
+            summary[f"agrees/{metric.key}"] = agrees(metric, record["metrics"].get(metric.key))
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(summary)
+            logger.experiment.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m repro.train", description="Train and test one seed.")
+    parser.add_argument("paper")
+    parser.add_argument("experiment")
+    parser.add_argument("tier")
+    parser.add_argument("seed", type=int)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    args = parser.parse_args(argv)
+    spec = RunSpec(
+        args.paper, args.experiment, args.tier, args.seed, args.overrides, args.resume, args.progress
+    )
+    try:
+        run_seed(spec)
+    except (config_lib.ConfigError, NonFiniteLossError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Combine seeds and judge them against ``expected.yaml``.
+
+One function, :func:`judge`, takes an experiment's metafile entry and its per-seed records and returns the
+aggregate that ``results/.../aggregate.json`` stores. The rules:
+
+* seeds combine as the paper did: ``selected`` (the seed picked by the selection rule, e.g. lowest validation
+  entropy), ``mean`` (reported as mean ± sample std), or ``k_of_n`` (seeds reaching the published value);
+* a metric *agrees* with the paper when it is at least as good as the published value less the tolerance
+  (``higher``: v >= published - tol; ``lower``: v <= published + tol; tol is absolute or relative);
+* it *gates* only at the tiers its entry lists and never when its evidence is [unverified];
+* an experiment whose data is absent is "not run", one the suite does not implement is "not implemented":
+  neither is ever a pass.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from repro.papers import Experiment, Metric
+
+PASS, MISS, SHOWN, NOT_RUN, NOT_IMPLEMENTED, NO_RESULT = (
+    "PASS",
+    "MISS",
+    "SHOWN",
+    "NOT RUN",
+    "NOT IMPLEMENTED",
+    "NO RESULT",
+)
+
+
+def tolerance_of(metric: Metric) -> float:
+    if metric.published is None:
+        return math.nan
+    if "rel" in metric.tolerance:
+        return metric.tolerance["rel"] * abs(metric.published)
+    return metric.tolerance["abs"]
+
+
+def agrees(metric: Metric, value: float | None) -> bool | None:
+    """Whether ``value`` reproduces the published number; None when either is missing."""
+    if metric.published is None or value is None or math.isnan(value):
+        return None
+    tol = tolerance_of(metric)
+    # A small epsilon absorbs float noise in values such as 100 * 58 / 58.
+    if metric.direction == "higher":
+        return value >= metric.published - tol - 1e-9
+    return value <= metric.published + tol + 1e-9
+
+
+def select_seed(experiment: Experiment, records: list[dict[str, Any]]) -> int | None:
+    """Index of the record the selection rule keeps (None for rule 'mean' or when nothing qualifies)."""
+    rule = experiment.selection
+    if rule.rule != "best" or not records:
+        return None
+    scored = [(r["metrics"].get(rule.by), i) for i, r in enumerate(records)]
+    scored = [(v, i) for v, i in scored if v is not None and not math.isnan(v)]
+    if not scored:
+        return None
+    best = min(scored) if rule.mode == "min" else max(scored)
+    return best[1]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    if not finite:
+        return math.nan, math.nan
+    mean = sum(finite) / len(finite)
+    if len(finite) == 1:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)
+    return mean, math.sqrt(var)
+
+
+def judge(
+    experiment: Experiment,
+    records: list[dict[str, Any]],
+    tier: str,
+    data_present: bool = True,
+) -> dict[str, Any]:
+    """The aggregate of one experiment at one tier: per-metric numbers, verdicts, and the overall verdict."""
+    selected = select_seed(experiment, records)
+    rows = []
+    for metric in experiment.metrics:
+        values = [r["metrics"].get(metric.key) for r in records]
+        mean, std = mean_std(values)
+        k = sum(bool(agrees(metric, v)) for v in values)
+        row: dict[str, Any] = {
+            "key": metric.key,
+            "label": metric.label,
+            "published": metric.published,
+            "evidence": metric.evidence,
+            "source": metric.source,
+            "direction": metric.direction,
+            "tolerance": metric.tolerance,
+            "aggregate": metric.aggregate,
+            "gated": metric.gates_at(tier),
+            "values": values,
+            "seeds": [r.get("seed") for r in records],
+            "mean": mean,
+            "std": std,
+            "selected": values[selected] if selected is not None else None,
+            "k": k,
+            "n": len(records),
+        }
+        row["reproduced"] = _reproduced(metric, row)
+        row["text"] = _text(metric, row)
+        row["verdict"] = _verdict(experiment, metric, row, tier, data_present)
+        rows.append(row)
+    gated = [r for r in rows if r["gated"]]
+    if not experiment.implemented:
+        overall = NOT_IMPLEMENTED
+    elif not data_present:
+        overall = NOT_RUN
+    elif not records:
+        overall = NO_RESULT
+    elif any(r["verdict"] == MISS for r in gated):
+        overall = MISS
+    elif gated:
+        overall = PASS
+    else:
+        overall = SHOWN
+    return {
+        "experiment": experiment.name,
+        "tier": tier,
+        "selection": {
+            "rule": experiment.selection.rule,
+            "by": experiment.selection.by,
+            "mode": experiment.selection.mode,
+            "selected_seed": records[selected].get("seed") if selected is not None else None,
+        },
+        "metrics": rows,
+        "verdict": overall,
+    }
+
+
+def _reproduced(metric: Metric, row: dict[str, Any]) -> float | None:
+    if metric.aggregate == "selected":
+        return row["selected"]
+    if metric.aggregate == "k_of_n":
+        return float(row["k"])
+    return None if math.isnan(row["mean"]) else row["mean"]
+
+
+def _verdict(
+    experiment: Experiment, metric: Metric, row: dict[str, Any], tier: str, data_present: bool
+) -> str:
+    if not experiment.implemented:
+        return NOT_IMPLEMENTED
+    if not data_present:
+        return NOT_RUN
+    if not row["n"]:
+        return NO_RESULT
+    if not row["gated"]:
+        return SHOWN
+    if metric.aggregate == "k_of_n":
+        return PASS if row["k"] >= metric.min_k else MISS
+    return PASS if agrees(metric, row["reproduced"]) else MISS
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:.{max(digits - 2, 1)}f}"
+
+
+def _text(metric: Metric, row: dict[str, Any]) -> str:
+    """Human-readable reproduced value: the compared number first, the spread over seeds after it."""
+    if not row["n"]:
+        return "–"
+    spread = f"{fmt(row['mean'])} ± {fmt(row['std'])} over {row['n']} seeds" if row["n"] > 1 else ""
+    count = f"{row['k']}/{row['n']} seeds reach it" if metric.published is not None else ""
+    if metric.aggregate == "selected":
+        head = f"{fmt(row['selected'])} (selected seed)"
+    elif metric.aggregate == "k_of_n":
+        head = f"{row['k']} of {row['n']} seeds"
+        count = ""
+    else:
+        head = fmt(row["mean"]) if row["n"] == 1 else ""
+    return "; ".join(part for part in (head, spread, count) if part)
