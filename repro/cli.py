@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -75,7 +76,13 @@ def run_seeds(paper: Paper, experiments: list[Experiment], args: argparse.Namesp
     jobs = [(e.name, s) for e in experiments for s in range(1, args.seeds + 1)]
     parallel = args.jobs or (1 if args.devices not in (None, "1", 1) else min(os.cpu_count() or 1, len(jobs)))
     threads = max(1, (os.cpu_count() or 1) // parallel)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    # The children write their records where this command aggregates them from.
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONUNBUFFERED": "1",
+        "REPRO_RESULTS": str(args.results.resolve()),
+    }
     show_child = parallel == 1 and args.progress
     failures: list[str] = []
     running: list[tuple[subprocess.Popen, str, Path]] = []
@@ -109,9 +116,9 @@ def run_seeds(paper: Paper, experiments: list[Experiment], args: argparse.Namesp
                     failures.append(
                         f"{name} ({' '.join(proc.args[3:7])}) exited {proc.returncode}; see {log}"
                     )
-                    bar.console.print(f"[red]failed[/] {failures[-1]}")
+                    bar.console.print(f"[red]failed[/] {escape(failures[-1])}")
                     if not show_child and log.exists():
-                        bar.console.print(log.read_text()[-2000:])
+                        bar.console.print(escape(log.read_text()[-2000:]))
             time.sleep(0.2)
     return failures
 
@@ -162,7 +169,7 @@ def print_verdicts(paper: Paper, aggregates: list[dict[str, Any]]) -> None:
                 agg["experiment"],
                 row["label"],
                 fmt(row["published"]),
-                f"[{row['evidence']}]",
+                escape(f"[{row['evidence']}]"),
                 row["text"],
                 tol,
                 agg["tier"],
@@ -175,6 +182,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     paper = get_paper(args.paper)
     experiments = selected_experiments(paper, args.experiment)
     for e in experiments:
+        if not e.implemented:
+            raise ConfigError(f"{paper.name}/{e.name} is not implemented in this suite: {e.note}")
         if not paper.config_path(e.name, args.tier).exists():
             raise ConfigError(
                 f"{paper.name}/{e.name} has no '{args.tier}' config; it has: "
@@ -183,7 +192,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     runnable = [e for e in experiments if e.data_present()]
     for e in experiments:
         if e not in runnable:
-            console.print(f"[yellow]not run: data not present[/] for {e.name}: {e.data.instructions}")
+            console.print(f"[yellow]not run: data not present[/] for {e.name}: {escape(e.data.instructions)}")
     failures = run_seeds(paper, runnable, args) if runnable else []
     root = args.results
     aggregates = [aggregate(paper, e, args.tier, list(range(1, args.seeds + 1)), root) for e in experiments]
@@ -191,7 +200,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print_verdicts(paper, aggregates)
     missed = [a["experiment"] for a in aggregates if a["verdict"] == MISS]
     for failure in failures:
-        console.print(f"[red]run failed:[/] {failure}")
+        console.print(f"[red]run failed:[/] {escape(failure)}")
     if missed:
         console.print(f"[red]MISS[/] on gated numbers of: {', '.join(missed)}")
     return 1 if missed or failures else 0
@@ -243,9 +252,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         if aggregates:
             print_verdicts(paper, aggregates)
     for problem in problems:
-        console.print(f"[red]problem:[/] {problem}")
+        console.print(f"[red]problem:[/] {escape(problem)}")
     for miss in missed:
-        console.print(f"[red]MISS:[/] {miss}")
+        console.print(f"[red]MISS:[/] {escape(miss)}")
     console.print(f"checked {checked} aggregates: {len(missed)} missed, {len(problems)} problems")
     return 1 if missed or problems else 0
 
@@ -376,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, ExpectedError, ConfigError) as err:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {escape(str(err))}")
         return 2
 
 

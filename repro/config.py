@@ -39,11 +39,28 @@ class ConfigError(ValueError):
     """A config problem; the message names the key and the fix."""
 
 
-def load(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """Read a pinned config, apply ``key=value`` overrides, check every key, and fill in defaults."""
+def load(
+    path: Path, overrides: list[str] | tuple[str, ...] = (), seed: int | None = None
+) -> dict[str, Any]:
+    """Read a pinned config, apply ``key=value`` overrides, check every key, and fill in defaults.
+
+    ``seed`` (the run's seed) becomes the ``seed`` argument of the model and the data module when their
+    constructors take one, so that every seed of an experiment draws its own data; an explicit
+    ``data.seed=...`` override still wins.
+    """
     if not Path(path).exists():
         raise ConfigError(f"config file not found: {path}")
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping with sections {', '.join(SECTIONS)}")
+    if seed is not None:
+        for section in ("model", "data"):
+            body = raw.get(section)
+            if isinstance(body, dict) and "seed" in init_parameters(import_class(body.get("class_path", ""))):
+                body.setdefault("init_args", {})["seed"] = seed
     for item in overrides:
         apply_override(raw, item)
     check_keys(raw, source=str(path))
@@ -133,7 +150,9 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         namespace = parser.parse_object(copy.deepcopy(config))
     except ArgumentError as err:
         raise ConfigError(f"invalid config value: {err}") from err
-    return yaml.safe_load(parser.dump(namespace))
+    # skip_none=False: a default of None (trainer.precision, data.validation_nmin, ...) is a setting too, and
+    # the record must show it.
+    return yaml.safe_load(parser.dump(namespace, skip_none=False))
 
 
 def dump(config: dict[str, Any]) -> str:

@@ -211,6 +211,25 @@ MD_COLUMNS = (
 )
 
 
+def markdown_table(group: list[dict[str, Any]], link_prefix: str = "") -> list[str]:
+    """One paper's rows as a Markdown table; ``link_prefix`` leads from the page to results/."""
+    lines = ["| " + " | ".join(MD_COLUMNS) + " |", "|" + "---|" * len(MD_COLUMNS)]
+    for row in group:
+        link = f"[aggregate.json]({link_prefix}{row['link']})" if row["link"] else "–"
+        cells = [
+            row["experiment"],
+            row["label"],
+            published_text(row),
+            row["reproduced"] or "–",
+            f"**{row['verdict']}**",
+            row["tier"] or "–",
+            row["hardware"] or "–",
+            human_time(row["wall_time_s"]),
+        ]
+        lines.append("| " + " | ".join(_md(c) for c in cells) + f" | {link} | {_md(row['note'])} |")
+    return lines
+
+
 def write_markdown(rows: list[dict[str, Any]], path: Path) -> Path:
     lines = [
         "# Leaderboard",
@@ -224,21 +243,7 @@ def write_markdown(rows: list[dict[str, Any]], path: Path) -> Path:
     for paper, group in _by_paper(rows).items():
         title = group[0]["paper_title"]
         lines += ["", f"## {_md(paper)}" + (f" — {_md(title)}" if title else ""), ""]
-        lines.append("| " + " | ".join(MD_COLUMNS) + " |")
-        lines.append("|" + "---|" * len(MD_COLUMNS))
-        for row in group:
-            link = f"[aggregate.json]({row['link']})" if row["link"] else "–"
-            cells = [
-                row["experiment"],
-                row["label"],
-                published_text(row),
-                row["reproduced"] or "–",
-                f"**{row['verdict']}**",
-                row["tier"] or "–",
-                row["hardware"] or "–",
-                human_time(row["wall_time_s"]),
-            ]
-            lines.append("| " + " | ".join(_md(c) for c in cells) + f" | {link} | {_md(row['note'])} |")
+        lines += markdown_table(group)
     atomic_write_text(Path(path), "\n".join(lines) + "\n")
     return Path(path)
 
@@ -345,6 +350,33 @@ def log_wandb(rows: list[dict[str, Any]]) -> None:
     run.finish()
 
 
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def sync_readmes(rows: list[dict[str, Any]], papers: dict[str, Paper], results_root: Path) -> None:
+    """Rewrite the results table between the markers of each paper's README, so it cannot drift."""
+    for name, group in _by_paper(rows).items():
+        readme = papers[name].folder / "README.md" if name in papers else None
+        if readme is None or not readme.exists():
+            continue
+        text = readme.read_text()
+        if README_START not in text or README_END not in text:
+            continue
+        prefix = os.path.relpath(results_root, readme.parent) + "/"
+        table = "\n".join(
+            [
+                "",
+                f"Generated from `results/` by `make leaderboard`. {summary(group)}.",
+                "",
+                *markdown_table(group, prefix),
+                "",
+            ]
+        )
+        head, rest = text.split(README_START, 1)
+        tail = rest.split(README_END, 1)[1]
+        atomic_write_text(readme, f"{head}{README_START}\n{table}\n{README_END}{tail}")
+
+
 def build(
     results_root: Path = RESULTS,
     wandb: bool = False,
@@ -355,6 +387,7 @@ def build(
     rows = collect(results_root, papers)
     md = write_markdown(rows, results_root / "LEADERBOARD.md")
     page = write_html(rows, results_root / "leaderboard.html")
+    sync_readmes(rows, papers or discover(), results_root)
     if wandb:
         log_wandb(rows)
     return md, page

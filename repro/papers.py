@@ -142,6 +142,7 @@ def load_paper(folder: Path) -> Paper:
         raise ExpectedError(f"{path}: not valid YAML: {err}") from err
     check = _Checker(path)
     raw = check.mapping(raw, "")
+    check.known_keys(raw, "", {"paper", "selection", "experiments"})
     meta = check.mapping(raw.get("paper"), "paper")
     for key in ("title", "authors", "year", "arxiv"):
         check.require(meta, key, "paper")
@@ -217,7 +218,7 @@ class _Checker:
             if key not in valid:
                 close = difflib.get_close_matches(key, sorted(valid), n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise self.fail(f"{where}.{key}", f"unknown key{hint}")
+                raise self.fail(f"{where}.{key}" if where else key, f"unknown key{hint}")
 
     def one_of(self, value: Any, where: str, valid: tuple[str, ...]) -> str:
         if value not in valid:
@@ -243,7 +244,8 @@ class _Checker:
         evidence = self.one_of(body["evidence"], f"{where}.evidence", EVIDENCE)
         direction = self.one_of(body["direction"], f"{where}.direction", ("higher", "lower"))
         published = body.get("published")
-        if published is not None and not isinstance(published, int | float):
+        # bool is an int in Python: "published: yes" must not pass as 1.0.
+        if published is not None and (isinstance(published, bool) or not isinstance(published, int | float)):
             raise self.fail(f"{where}.published", f"must be a number or null, got {published!r}")
         tolerance = self.mapping(body.get("tolerance", {"abs": 0.0}), f"{where}.tolerance")
         if len(tolerance) != 1 or next(iter(tolerance)) not in ("abs", "rel"):
@@ -257,6 +259,9 @@ class _Checker:
             raise self.fail(f"{where}.gate", "an [unverified] number never gates; set gate: []")
         if gate and published is None:
             raise self.fail(f"{where}.gate", "a metric without a published value cannot gate")
+        min_k = body.get("min_k", 1)
+        if isinstance(min_k, bool) or not isinstance(min_k, int) or min_k < 1:
+            raise self.fail(f"{where}.min_k", f"must be a whole number of seeds >= 1, got {min_k!r}")
         default_aggregate = "selected" if selection.rule == "best" else "mean"
         aggregate = self.one_of(body.get("aggregate", default_aggregate), f"{where}.aggregate", AGGREGATES)
         if aggregate == "selected" and selection.rule != "best":
@@ -271,7 +276,7 @@ class _Checker:
             tolerance={k: float(v) for k, v in tolerance.items()},
             gate=gate,
             aggregate=aggregate,
-            min_k=int(body.get("min_k", 1)),
+            min_k=min_k,
             unit=body.get("unit", ""),
             note=body.get("note", ""),
         )

@@ -91,6 +91,10 @@ def build_trainer(config: dict[str, Any], spec: RunSpec):
 
     work = spec.work_dir
     work.mkdir(parents=True, exist_ok=True)
+    old = work / "checkpoints"
+    if not spec.resume and old.exists() and any(old.iterdir()):
+        # A fresh run must not mix its checkpoints with an earlier run's; keep those aside, never delete them.
+        old.rename(work / f"checkpoints-before-{results.now().replace(':', '')}")
     wandb_dir = work / "wandb"
     wandb_dir.mkdir(exist_ok=True)
     loggers = [CSVLogger(save_dir=work, name="csv", version="")]
@@ -136,7 +140,7 @@ def run_seed(spec: RunSpec) -> dict[str, Any] | None:
 
     paper = get_paper(spec.paper)
     experiment = paper.experiment(spec.experiment)
-    config = config_lib.load(paper.config_path(experiment.name, spec.tier), spec.overrides)
+    config = config_lib.load(paper.config_path(experiment.name, spec.tier), spec.overrides, seed=spec.seed)
     started, t0 = results.now(), time.perf_counter()
     L.seed_everything(spec.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(True, warn_only=True)

@@ -112,7 +112,12 @@ class StackTaskData(L.LightningDataModule):
 
     @property
     def epoch(self) -> int:
-        return self.trainer.current_epoch if self.trainer is not None else 0
+        """The epoch whose data the loaders serve. Lightning builds (and prefetches from) the first training
+        iterator of a resumed run before it moves ``current_epoch`` on, so this reads the fit loop's count of
+        processed epochs, the number Lightning itself hands to samplers."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_progress.current.processed
 
     def train_batches(self, epoch: int) -> dict[str, torch.Tensor]:
         """This rank's streams for ``epoch``, cut to the common length of *all* global streams."""
