@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from repro.papers import TIERS, Experiment, Paper, discover
-from repro.results import RESULTS, atomic_write_text, hardware_label, read_json
+from repro.results import RESULTS, ROOT, atomic_write_text, hardware_label, read_json
 from repro.train import wandb_mode
 from repro.verdict import MISS, NO_RESULT, NOT_IMPLEMENTED, NOT_RUN, PASS, SHOWN, fmt
 
+RESULTS_IN_REPO = ROOT / "results"
 VERDICTS = (PASS, MISS, SHOWN, NOT_RUN, NOT_IMPLEMENTED, NO_RESULT)  # the order summaries list them in
 COLUMNS = (  # every row has exactly these fields; W&B gets them in this order
     "paper",
@@ -353,28 +354,36 @@ def log_wandb(rows: list[dict[str, Any]]) -> None:
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+def replace_between_markers(path: Path, body: str) -> bool:
+    """Put ``body`` between the results markers of ``path``; False when the file or a marker is absent."""
+    if not path.exists():
+        return False
+    text = path.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    atomic_write_text(path, f"{head}{README_START}\n{body}\n{README_END}{tail}")
+    return True
+
+
 def sync_readmes(rows: list[dict[str, Any]], papers: dict[str, Paper], results_root: Path) -> None:
-    """Rewrite the results table between the markers of each paper's README, so it cannot drift."""
-    for name, group in _by_paper(rows).items():
-        readme = papers[name].folder / "README.md" if name in papers else None
-        if readme is None or not readme.exists():
+    """Rewrite the generated tables of README.md (one line per paper) and of each paper's README (every
+    row), so that no README can drift from results/."""
+    groups = _by_paper(rows)
+    for name, group in groups.items():
+        if name not in papers:
             continue
-        text = readme.read_text()
-        if README_START not in text or README_END not in text:
-            continue
+        readme = papers[name].folder / "README.md"
         prefix = os.path.relpath(results_root, readme.parent) + "/"
-        table = "\n".join(
-            [
-                "",
-                f"Generated from `results/` by `make leaderboard`. {summary(group)}.",
-                "",
-                *markdown_table(group, prefix),
-                "",
-            ]
-        )
-        head, rest = text.split(README_START, 1)
-        tail = rest.split(README_END, 1)[1]
-        atomic_write_text(readme, f"{head}{README_START}\n{table}\n{README_END}{tail}")
+        intro = f"Generated from `results/` by `make leaderboard`. {summary(group)}."
+        replace_between_markers(readme, "\n".join(["", intro, "", *markdown_table(group, prefix), ""]))
+    lines = ["", "| paper | reproduces | verdicts (all tiers) |", "|---|---|---|"]
+    for name, group in groups.items():
+        title = group[0]["paper_title"]
+        link = f"[{_md(name)}](papers/{name}/README.md)" if name in papers else _md(name)
+        lines.append(f"| {link} | {_md(title)} | {_md(summary(group))} |")
+    replace_between_markers(results_root.parent / "README.md", "\n".join([*lines, ""]))
 
 
 def build(
@@ -387,7 +396,9 @@ def build(
     rows = collect(results_root, papers)
     md = write_markdown(rows, results_root / "LEADERBOARD.md")
     page = write_html(rows, results_root / "leaderboard.html")
-    sync_readmes(rows, papers or discover(), results_root)
+    # READMEs describe the committed results only: a results folder elsewhere (a test's) leaves them alone.
+    if results_root.resolve() == RESULTS_IN_REPO.resolve():
+        sync_readmes(rows, papers or discover(), results_root)
     if wandb:
         log_wandb(rows)
     return md, page

@@ -35,7 +35,11 @@ STACK_RNN_EXPERIMENTS = (
     "stack_anb2n",
     "stack_anbmcnm",
     "stack_anbmcnm_rounding",
-    *(f"{model}_{task}" for model in ("rnn", "lstm") for task in ("anbn", "anbncn", "anbncndn", "anb2n", "anbmcnm")),
+    *(
+        f"{model}_{task}"
+        for model in ("rnn", "lstm")
+        for task in ("anbn", "anbncn", "anbncndn", "anb2n", "anbmcnm")
+    ),
     "list_rnn",
     "memorization",
     "memorization_rnn",
@@ -55,7 +59,7 @@ def run_cli(monkeypatch, argv: list[str]) -> tuple[int, str]:
 
 @pytest.fixture
 def repro_cli(isolated_outputs, monkeypatch, capsys):
-    """``repro_cli(*argv, results=...)`` -> (exit status, rich output + stdout); results default to the tmp root."""
+    """``repro_cli(*argv, results=...)`` -> (exit status, rich output + stdout); results in tmp."""
 
     def run(*argv: str, results: Path | None = None) -> tuple[int, str]:
         root = results or isolated_outputs / "results"
@@ -296,7 +300,12 @@ BROKEN = [
     ("missing title", lambda d: d["paper"].pop("title"), "paper.title", "is required"),
     ("no experiments", lambda d: d.pop("experiments"), "experiments", "expected a mapping"),
     ("bad evidence", lambda d: metric0(d).update(evidence="peer"), f"{M0}.evidence", "must be one of paper"),
-    ("bad direction", lambda d: metric0(d).update(direction="up"), f"{M0}.direction", "must be one of higher"),
+    (
+        "bad direction",
+        lambda d: metric0(d).update(direction="up"),
+        f"{M0}.direction",
+        "must be one of higher",
+    ),
     (
         "unknown metric key",
         lambda d: metric0(d).update(publshed=1.0),
@@ -331,7 +340,12 @@ BROKEN = [
     ("bad aggregate", lambda d: metric0(d).update(aggregate="median"), f"{M0}.aggregate", "must be one of"),
     ("best without by", lambda d: d["selection"].pop("by"), "selection.by", "is required"),
     ("bad mode", lambda d: d["selection"].update(mode="lowest"), "selection.mode", "must be one of min, max"),
-    ("no metrics", lambda d: d["experiments"]["exp"].pop("metrics"), "experiments.exp.metrics", "is required"),
+    (
+        "no metrics",
+        lambda d: d["experiments"]["exp"].pop("metrics"),
+        "experiments.exp.metrics",
+        "is required",
+    ),
     (
         "data without files",
         lambda d: d["experiments"]["exp"].update(data={"name": "toy", "instructions": "copy it"}),
@@ -406,7 +420,9 @@ def test_discover_finds_stack_rnn():
 REAL_EXPERIMENTS = [(p.name, e) for p in discover().values() for e in p.experiments.values()]
 
 
-@pytest.mark.parametrize(("paper", "experiment"), REAL_EXPERIMENTS, ids=[f"{p}/{e.name}" for p, e in REAL_EXPERIMENTS])
+@pytest.mark.parametrize(
+    ("paper", "experiment"), REAL_EXPERIMENTS, ids=[f"{p}/{e.name}" for p, e in REAL_EXPERIMENTS]
+)
 def test_schema_every_implemented_experiment_has_loadable_configs(paper, experiment):
     """The schema check: every expected.yaml loads (above) and each implemented experiment can run."""
     folder = PAPERS / paper
@@ -636,7 +652,9 @@ def test_reproduce_missing_tier_config_is_exit_2(repro_cli, isolated_outputs, mo
     # Every real experiment has all three tiers: hide the full one (without the guard this test would train).
     real = Paper.config_path
     monkeypatch.setattr(
-        Paper, "config_path", lambda self, e, t: isolated_outputs / "none.yaml" if t == "full" else real(self, e, t)
+        Paper,
+        "config_path",
+        lambda self, e, t: isolated_outputs / "none.yaml" if t == "full" else real(self, e, t),
     )
     rc, out = repro_cli("reproduce", "stack_rnn", "--tier", "full", "--experiment", "stack_anbn")
     assert rc == 2
@@ -696,9 +714,7 @@ PARTLY = {"solved_pct": 96.6, "solved_pct_rounding": 100.0, "solved_pct60_roundi
 def test_check_fabricated_miss_is_exit_1(repro_cli, isolated_outputs):
     root = isolated_outputs / "results"
     # The selection rule keeps the seed with the lowest val_entropy: seed 1, which misses solved_pct.
-    agg = fabricate_cpu_results(
-        root, {1: {**PARTLY, "val_entropy": 0.2}, 2: {**SOLVED, "val_entropy": 0.3}}
-    )
+    agg = fabricate_cpu_results(root, {1: {**PARTLY, "val_entropy": 0.2}, 2: {**SOLVED, "val_entropy": 0.3}})
     assert agg["verdict"] == "MISS"
     assert agg["selection"]["selected_seed"] == 1
     assert agg["wall_time_s"] == 20.0
@@ -711,9 +727,7 @@ def test_check_fabricated_miss_is_exit_1(repro_cli, isolated_outputs):
 
 def test_check_fabricated_pass_is_exit_0(repro_cli, isolated_outputs):
     root = isolated_outputs / "results"
-    agg = fabricate_cpu_results(
-        root, {1: {**PARTLY, "val_entropy": 0.4}, 2: {**SOLVED, "val_entropy": 0.3}}
-    )
+    agg = fabricate_cpu_results(root, {1: {**PARTLY, "val_entropy": 0.4}, 2: {**SOLVED, "val_entropy": 0.3}})
     assert agg["verdict"] == "PASS"
     assert agg["selection"]["selected_seed"] == 2
     rc, out = repro_cli("check")

@@ -225,9 +225,7 @@ def test_push_puts_sigma_dh_on_top_and_shifts_down():
     state = with_stacks(core, [[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, -1.0, -1.0]])
     _, (_, stacks), actions = core(torch.tensor([[0]]), state)
     sig = torch.sigmoid(torch.tensor([0.7, -1.3], dtype=torch.float64))
-    expected = torch.tensor(
-        [[sig[0], 0.1, 0.2, 0.3], [sig[1], 0.5, 0.6, -1.0]], dtype=torch.float64
-    )
+    expected = torch.tensor([[sig[0], 0.1, 0.2, 0.3], [sig[1], 0.5, 0.6, -1.0]], dtype=torch.float64)
     torch.testing.assert_close(stacks[0], expected, rtol=0, atol=1e-15)
     assert actions.shape == (1, 1, 2, 2)
     torch.testing.assert_close(actions[0, 0, :, 0], torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-15)
@@ -310,8 +308,10 @@ def test_window_matches_spec_equations_cell_by_cell():
         inputs = torch.randint(0, 3, (3, 7), generator=gen)
         resets = torch.zeros(3, 7, dtype=torch.bool)
         resets[0, 0] = resets[1, 4] = resets[2, 2] = True
-        state = (torch.rand(3, 4, generator=gen, dtype=torch.float64), torch.rand(3, 2, 5, generator=gen,
-                                                                                  dtype=torch.float64))
+        state = (
+            torch.rand(3, 4, generator=gen, dtype=torch.float64),
+            torch.rand(3, 2, 5, generator=gen, dtype=torch.float64),
+        )
         hard = torch.tensor([False, True, False])
         logits, _, _ = core(inputs, state, resets, hard=hard)
         expected = reference_forward(core, inputs, state, resets, hard)
@@ -381,7 +381,8 @@ def test_reset_empties_only_the_flagged_row_at_the_flagged_step():
 
 
 def test_gradcheck_through_the_soft_stacks():
-    """Analytic gradients of the logits w.r.t. U, P, [V|A|D] and the initial stacks match finite differences."""
+    """Analytic gradients of the logits w.r.t. U, P, [V|A|D] and the initial stacks match finite
+    differences."""
     core = tiny_core(vocab=2, hidden=3, stacks=2, size=4, noop=True, seed=4)
     inputs = torch.tensor([[0, 1, 1], [1, 0, 1]])
     resets = torch.tensor([[False, False, False], [False, True, False]])
@@ -396,7 +397,9 @@ def test_gradcheck_through_the_soft_stacks():
         return out
 
     assert names == ["embed", "stack_to_hidden", "readout"]
-    assert torch.autograd.gradcheck(logits_of, (*params.values(), stacks.requires_grad_()), eps=1e-6, atol=1e-7)
+    assert torch.autograd.gradcheck(
+        logits_of, (*params.values(), stacks.requires_grad_()), eps=1e-6, atol=1e-7
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -476,7 +479,8 @@ def first_window(task="anbn", batch_size=3, epoch=2, bptt=50, seed=0):
 
 
 def test_training_loss_is_masked_sum_over_window_divided_by_streams():
-    """loss = Σ_{b,t} mask · CE(y_bt, target_bt) / B, with the state carried (and detached) to the next window."""
+    """loss = Σ_{b,t} mask · CE(y_bt, target_bt) / B, with the state carried (and detached) to the next
+    window."""
     torch.manual_seed(0)
     module = StackRNNModule(task="anbn", hidden_size=8, n_stacks=3)
     batch, nxt = first_window(batch_size=3)
@@ -497,6 +501,38 @@ def test_training_loss_is_masked_sum_over_window_divided_by_streams():
     torch.testing.assert_close(loss2.detach(), manual2, rtol=1e-6, atol=0)
     module.on_train_epoch_start()  # the stacks are emptied at every epoch start
     assert module._state is None
+
+
+def test_overlap_back_propagates_through_the_previous_window():
+    """overlap=True: the second window's loss is the loss of (previous + current window) run from the previous
+    window's start state, scored on the current window only, and its gradient flows into the previous
+    window."""
+    torch.manual_seed(0)
+    module = StackRNNModule(task="anbn", hidden_size=8, n_stacks=3, overlap=True)
+    batch, nxt = first_window(batch_size=3)
+    module.training_step(batch, 0)
+    module.core.zero_grad()
+    loss = module.training_step(nxt, 1)
+    loss.backward()
+    grads = {k: p.grad.clone() for k, p in module.core.named_parameters()}
+
+    module.core.zero_grad()
+    joined = {k: torch.cat([batch[k], nxt[k]], 1) for k in ("inputs", "resets")}
+    logits, _, _ = module.core(joined["inputs"], module.core.initial_state(3), joined["resets"])
+    steps = nxt["inputs"].shape[1]
+    manual = F.cross_entropy(logits[:, -steps:].transpose(1, 2), nxt["targets"], reduction="sum") / 3
+    manual.backward()
+    torch.testing.assert_close(loss.detach(), manual.detach(), rtol=1e-6, atol=0)
+    for name, p in module.core.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-5, atol=1e-7)
+
+    # Without overlap the same loss sees only the current window, so its gradient differs.
+    plain = StackRNNModule(task="anbn", hidden_size=8, n_stacks=3)
+    plain.core.load_state_dict(module.core.state_dict())
+    plain.training_step(batch, 0)
+    plain.core.zero_grad()
+    plain.training_step(nxt, 1).backward()
+    assert not torch.allclose(plain.core.stack_to_hidden.grad, grads["stack_to_hidden"])
 
 
 def fake_trainer(epoch, nmax, optimizer, sanity=False):
@@ -651,7 +687,15 @@ def test_runspec_fields():
     """RunSpec(paper, experiment, tier, seed, overrides, resume, progress, results_root, runs_root)."""
     fields = {f.name: f for f in dataclasses.fields(RunSpec)}
     assert list(fields) == [
-        "paper", "experiment", "tier", "seed", "overrides", "resume", "progress", "results_root", "runs_root",
+        "paper",
+        "experiment",
+        "tier",
+        "seed",
+        "overrides",
+        "resume",
+        "progress",
+        "results_root",
+        "runs_root",
     ]
     spec = RunSpec("stack_rnn", "stack_anbn", "smoke", seed=1, runs_root=Path("/x"))
     assert spec.overrides == [] and spec.resume is False and spec.progress is True
@@ -666,8 +710,9 @@ def smoke_run(tmp_path_factory):
     deterministic = torch.are_deterministic_algorithms_enabled()
     seed_env = os.environ.get("PL_GLOBAL_SEED")
     try:
-        spec = RunSpec("stack_rnn", "stack_anbn", "smoke", seed=1, progress=False, results_root=root,
-                       runs_root=root)
+        spec = RunSpec(
+            "stack_rnn", "stack_anbn", "smoke", seed=1, progress=False, results_root=root, runs_root=root
+        )
         record = run_seed(spec)
     finally:
         torch.use_deterministic_algorithms(deterministic)
@@ -718,7 +763,8 @@ def test_checkpoint_keeps_lr_state_and_snapshot(smoke_run):
     _, root = smoke_run
     ckpt = torch.load(
         root / "stack_rnn" / "stack_anbn" / "smoke" / "seed1" / "checkpoints" / "epoch001.ckpt",
-        map_location="cpu", weights_only=False,
+        map_location="cpu",
+        weights_only=False,
     )
     saved = ckpt["stack_rnn"]
     assert saved["lr"] == pytest.approx(0.1)
@@ -743,8 +789,17 @@ def test_resume_equals_uninterrupted(tmp_path, harness_state):
     """max_epochs=3 in one go == max_epochs=2 then --resume to 3: same weights, snapshot and metrics."""
 
     def run(root, epochs, resume=False):
-        spec = RunSpec("stack_rnn", "stack_anbn", "smoke", seed=1, overrides=[f"trainer.max_epochs={epochs}"],
-                       resume=resume, progress=False, results_root=root, runs_root=root)
+        spec = RunSpec(
+            "stack_rnn",
+            "stack_anbn",
+            "smoke",
+            seed=1,
+            overrides=[f"trainer.max_epochs={epochs}"],
+            resume=resume,
+            progress=False,
+            results_root=root,
+            runs_root=root,
+        )
         return run_seed(spec)
 
     straight = run(tmp_path / "a", 3)
@@ -777,8 +832,19 @@ def test_ddp_two_cpu_processes(tmp_path, smoke_run):
         "OMP_NUM_THREADS": "1",
     }
     cmd = [
-        sys.executable, "-m", "repro.train", "stack_rnn", "stack_anbn", "smoke", "1",
-        "--set", "trainer.devices=2", "--set", "trainer.strategy=ddp", "--set", "trainer.accelerator=cpu",
+        sys.executable,
+        "-m",
+        "repro.train",
+        "stack_rnn",
+        "stack_anbn",
+        "smoke",
+        "1",
+        "--set",
+        "trainer.devices=2",
+        "--set",
+        "trainer.strategy=ddp",
+        "--set",
+        "trainer.accelerator=cpu",
         "--no-progress",
     ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -860,7 +926,9 @@ def test_resets_at_start_and_every_reset_every_th_sequence():
 def test_loss_mask_all_ones_for_lm_and_scored_for_addition():
     """Unsupervised tasks train on every character; addition only on the result digits and the '.'."""
     lm = StackTaskData(task="anbncn", batch_size=2, sequences_per_stream=10).train_batches(2)
-    assert lm["loss_mask"].dtype == torch.float32 and torch.equal(lm["loss_mask"], torch.ones_like(lm["loss_mask"]))
+    assert lm["loss_mask"].dtype == torch.float32 and torch.equal(
+        lm["loss_mask"], torch.ones_like(lm["loss_mask"])
+    )
     add = StackTaskData(task="addition", batch_size=2, sequences_per_stream=10, seed=1).train_batches(5)
     task = get_task("addition")
     eq, dot = task.symbols.index("="), task.symbols.index(".")
@@ -911,7 +979,9 @@ def test_train_dataloader_serves_full_bptt_windows_of_the_fit_loops_epoch():
 
 def test_curriculum_and_validation_lengths():
     """Epoch e trains on n in {2..min(e+2, N-1)}; validation uses n up to max(N, 20) - 1, beyond it."""
-    data = StackTaskData(task="anbn", nmax=15, batch_size=2, sequences_per_stream=200, validation_sequences=400)
+    data = StackTaskData(
+        task="anbn", nmax=15, batch_size=2, sequences_per_stream=200, validation_sequences=400
+    )
     assert set(a_runs(data.train_batches(0)["targets"][0])) == {2}
     assert set(a_runs(data.train_batches(3)["targets"][0])) == {2, 3, 4, 5}
     assert set(a_runs(data.train_batches(30)["targets"][0])) == set(range(2, 15))
@@ -929,4 +999,3 @@ def test_test_stream_is_fixed_and_covers_configured_lengths():
     assert data.test_stream.lengths.tolist() == np.repeat(np.arange(2, 7), 5).tolist()
     (batch,) = list(data.test_dataloader())
     assert torch.equal(batch["inputs"][0], data.test_stream.inputs)
-

@@ -120,11 +120,12 @@ class StackRNN(nn.Module):
                 rounded = F.one_hot(act.argmax(-1), a).to(act.dtype)
                 act = torch.where(hard_rows, rounded, act)
             push_value = torch.sigmoid(out[:, v + s * a :].clamp(-PRE_CLIP, PRE_CLIP))
-            pushed = torch.cat([push_value.unsqueeze(-1), stacks[:, :, :-1]], -1)
-            popped = torch.cat([stacks[:, :, 1:], empty], -1)  # the bottom cell receives the empty value
-            new = act[..., 0:1] * pushed + act[..., 1:2] * popped
+            # [push value, s_{t-1}[0..p-1], empty]: cell i after a PUSH is padded[i], after a POP padded[i+2]
+            # (the bottom cell receives the empty value), after a NO-OP padded[i+1].
+            padded = torch.cat([push_value.unsqueeze(-1), stacks, empty], -1)
+            new = torch.addcmul(act[..., 0:1] * padded[..., :-2], act[..., 1:2], padded[..., 2:])
             if a == 3:
-                new = new + act[..., 2:3] * stacks
+                new = torch.addcmul(new, act[..., 2:3], stacks)
             stacks = new
             actions.append(act)
         logits = torch.stack(logits, 1)
@@ -182,6 +183,8 @@ class StackRNNModule(L.LightningModule):
         rounding: discretise the actions at validation (test always reports both soft and rounded).
         lr: initial SGD learning rate (0.1).
         lr_min: training stops once halving takes the learning rate below this (1e-5).
+        overlap: back-propagate each window's errors through the previous window as well (truncated BPTT
+            with k1 = bptt, k2 = 2 bptt), so every character's error reaches at least ``bptt`` steps back.
     """
 
     def __init__(
@@ -198,6 +201,7 @@ class StackRNNModule(L.LightningModule):
         rounding: bool = False,
         lr: float = 0.1,
         lr_min: float = 1e-5,
+        overlap: bool = False,
     ):
         super().__init__()
         from papers.stack_rnn.tasks import get_task
@@ -218,6 +222,7 @@ class StackRNNModule(L.LightningModule):
         self.best_entropy = math.inf
         self.snapshot: dict[str, torch.Tensor] | None = None
         self._state = None
+        self._previous = None
         self._test_correct: list[torch.Tensor] = []
         self.details: dict = {}
 
@@ -236,10 +241,20 @@ class StackRNNModule(L.LightningModule):
 
     def on_train_epoch_start(self):
         self._state = None  # the stacks are emptied at the start of every epoch [code]
+        self._previous = None
 
     def training_step(self, batch, batch_idx):
         inputs, targets, resets, mask = batch["inputs"], batch["targets"], batch["resets"], batch["loss_mask"]
-        logits, state, _ = self.core(inputs, self._carried_state(inputs.shape[0]), resets)
+        state = self._carried_state(inputs.shape[0])
+        if self.hparams.overlap and self._previous is not None:
+            # Re-run the previous window with gradient, so that the error of every character of this window
+            # flows back at least one full window, as in the code (50 steps for every character).
+            previous_inputs, previous_resets, previous_state = self._previous
+            _, state, _ = self.core(previous_inputs, previous_state, previous_resets)
+            self._previous = (inputs, resets, self._state)
+        elif self.hparams.overlap:
+            self._previous = (inputs, resets, state)
+        logits, state, _ = self.core(inputs, state, resets)
         self._state = detach(state)
         nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         # Summed over the window, averaged over streams: the per-character step of online SGD.
