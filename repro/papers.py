@@ -12,7 +12,8 @@ Every folder ``papers/<name>/`` holding an ``expected.yaml`` is a paper: nothing
         data: {name, files, instructions}  # optional: files under the data root the experiment needs
         selection: {...}                   # optional per-experiment override
         metrics:
-          - key, label, published, source, evidence, direction, tolerance, gate, aggregate, note
+          - key, label, published, source, evidence, direction, tolerance, gate, aggregate, min_k, note,
+            selection (optional: this metric's own rule, e.g. rounded results picked by rounded validation)
 
 ``evidence`` is one of paper / code / secondary / unverified; an unverified number can never gate.
 ``tolerance`` is ``{abs: x}`` or ``{rel: x}``. ``gate`` lists the tiers at which a miss fails the check.
@@ -67,6 +68,7 @@ class Metric:
     min_k: int = 1
     unit: str = ""
     note: str = ""
+    selection: Selection | None = None  # this metric's own seed selection (None: the experiment's)
 
     def gates_at(self, tier: str) -> bool:
         return tier in self.gate and self.evidence != "unverified" and self.published is not None
@@ -196,6 +198,7 @@ class _Checker:
         "min_k",
         "unit",
         "note",
+        "selection",
     }
 
     def __init__(self, path: Path):
@@ -262,9 +265,13 @@ class _Checker:
         min_k = body.get("min_k", 1)
         if isinstance(min_k, bool) or not isinstance(min_k, int) or min_k < 1:
             raise self.fail(f"{where}.min_k", f"must be a whole number of seeds >= 1, got {min_k!r}")
-        default_aggregate = "selected" if selection.rule == "best" else "mean"
+        own = None
+        if body.get("selection") is not None:
+            own = self.selection(body["selection"], f"{where}.selection", selection)
+        rule = own or selection
+        default_aggregate = "selected" if rule.rule == "best" else "mean"
         aggregate = self.one_of(body.get("aggregate", default_aggregate), f"{where}.aggregate", AGGREGATES)
-        if aggregate == "selected" and selection.rule != "best":
+        if aggregate == "selected" and rule.rule != "best":
             raise self.fail(f"{where}.aggregate", "'selected' needs a selection rule 'best'")
         return Metric(
             key=body["key"],
@@ -279,4 +286,5 @@ class _Checker:
             min_k=min_k,
             unit=body.get("unit", ""),
             note=body.get("note", ""),
+            selection=own,
         )

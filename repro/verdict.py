@@ -4,7 +4,8 @@ One function, :func:`judge`, takes an experiment's metafile entry and its per-se
 aggregate that ``results/.../aggregate.json`` stores. The rules:
 
 * seeds combine as the paper did: ``selected`` (the seed picked by the selection rule, e.g. lowest validation
-  entropy), ``mean`` (reported as mean ± sample std), or ``k_of_n`` (seeds reaching the published value);
+  entropy; a metric may name its own rule), ``mean`` (reported as mean ± sample std), or ``k_of_n`` (seeds
+  reaching the published value);
 * a metric *agrees* with the paper when it is at least as good as the published value less the tolerance
   (``higher``: v >= published - tol; ``lower``: v <= published + tol; tol is absolute or relative);
 * it *gates* only at the tiers its entry lists and never when its evidence is [unverified];
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from repro.papers import Experiment, Metric
+from repro.papers import Experiment, Metric, Selection
 
 PASS, MISS, SHOWN, NOT_RUN, NOT_IMPLEMENTED, NO_RESULT = (
     "PASS",
@@ -48,9 +49,8 @@ def agrees(metric: Metric, value: float | None) -> bool | None:
     return value <= metric.published + tol + 1e-9
 
 
-def select_seed(experiment: Experiment, records: list[dict[str, Any]]) -> int | None:
+def select_seed(rule: Selection, records: list[dict[str, Any]]) -> int | None:
     """Index of the record the selection rule keeps (None for rule 'mean' or when nothing qualifies)."""
-    rule = experiment.selection
     if rule.rule != "best" or not records:
         return None
     scored = [(r["metrics"].get(rule.by), i) for i, r in enumerate(records)]
@@ -79,10 +79,11 @@ def judge(
     data_present: bool = True,
 ) -> dict[str, Any]:
     """The aggregate of one experiment at one tier: per-metric numbers, verdicts, and the overall verdict."""
-    selected = select_seed(experiment, records)
+    selected = select_seed(experiment.selection, records)
     rows = []
     for metric in experiment.metrics:
         values = [r["metrics"].get(metric.key) for r in records]
+        chosen = selected if metric.selection is None else select_seed(metric.selection, records)
         mean, std = mean_std(values)
         k = sum(bool(agrees(metric, v)) for v in values)
         row: dict[str, Any] = {
@@ -99,7 +100,8 @@ def judge(
             "seeds": [r.get("seed") for r in records],
             "mean": mean,
             "std": std,
-            "selected": values[selected] if selected is not None else None,
+            "selected": values[chosen] if chosen is not None else None,
+            "selected_seed": records[chosen].get("seed") if chosen is not None else None,
             "k": k,
             "n": len(records),
         }

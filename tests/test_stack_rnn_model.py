@@ -549,7 +549,7 @@ def end_validation(module, epoch, entropy, nmax, optimizer, logged):
     """Drive on_validation_epoch_end as if the validation stream had mean -log10 p = ``entropy``."""
     module.trainer = fake_trainer(epoch, nmax, optimizer)
     module._val_count = 100
-    module._val_sum = torch.tensor(entropy * math.log(10) * 100, dtype=torch.float64)
+    module._val_sum = torch.full((module._rows,), entropy * math.log(10) * 100, dtype=torch.float64)
     logged.clear()
     module.on_validation_epoch_end()
     assert logged["val/entropy"] == pytest.approx(entropy, rel=1e-12)
@@ -624,7 +624,7 @@ def test_lr_rule_ignores_sanity_check(monkeypatch):
     logged = {}
     monkeypatch.setattr(module, "log", lambda name, value, **kw: logged.__setitem__(name, value))
     module.trainer = fake_trainer(0, 15, module.configure_optimizers(), sanity=True)
-    module._val_sum, module._val_count = torch.tensor(2.0, dtype=torch.float64), 4
+    module._val_sum, module._val_count = torch.tensor([2.0, 2.0], dtype=torch.float64), 4
     module.on_validation_epoch_end()
     assert logged["val/entropy"] == pytest.approx(0.5 / math.log(10))
     assert module.snapshot is None and module.best_entropy == math.inf
@@ -651,8 +651,48 @@ def test_validation_entropy_is_mean_minus_log10_p_over_the_stream(monkeypatch):
         module.on_validation_epoch_end()
         logits, _, _ = module.core(full["inputs"], module.core.initial_state(1), full["resets"])
         p = logits.softmax(-1).gather(-1, full["targets"][..., None])[..., 0].double()
+        hard_logits, _, _ = module.core(
+            full["inputs"], module.core.initial_state(1), full["resets"], hard=True
+        )
+        p_hard = hard_logits.softmax(-1).gather(-1, full["targets"][..., None])[..., 0].double()
     assert module._val_count == length
     assert logged["val/entropy"] == pytest.approx(float(-torch.log10(p).mean()), rel=1e-5)
+    assert logged["val/entropy_soft"] == logged["val/entropy"]
+    assert logged["val/entropy_rounding"] == pytest.approx(float(-torch.log10(p_hard).mean()), rel=1e-5)
+
+
+def test_rounded_snapshot_is_the_best_under_rounded_validation(monkeypatch):
+    """Without -hard the LR rule follows soft validation, and the weights with the best *rounded* validation
+    entropy are kept apart for the "+ rounding" row; with -hard (rounding=True) one snapshot serves both."""
+    torch.manual_seed(0)
+    module = StackRNNModule(task="anbn", hidden_size=8, n_stacks=3)
+    optimizer = module.configure_optimizers()
+    logged = {}
+    monkeypatch.setattr(module, "log", lambda name, value, **kw: logged.__setitem__(name, value))
+
+    def validate(epoch, soft, rounded):
+        module.trainer = fake_trainer(epoch, 15, optimizer)
+        module._val_count = 1
+        module._val_sum = torch.tensor([soft, rounded], dtype=torch.float64) * math.log(10)
+        module.on_validation_epoch_end()
+
+    validate(0, 0.5, 0.9)
+    perturb(module)
+    at_epoch_1 = weights(module)
+    validate(1, 0.6, 0.4)  # soft got worse, rounded got better
+    assert module.best_entropy == pytest.approx(0.5) and module.best_rounded_entropy == pytest.approx(0.4)
+    assert all(torch.equal(module.rounded_snapshot[k], at_epoch_1[k]) for k in at_epoch_1)
+    assert not all(torch.equal(module.snapshot[k], at_epoch_1[k]) for k in at_epoch_1)
+    assert logged["val/entropy"] == pytest.approx(0.6) and logged["val/entropy_rounding"] == pytest.approx(
+        0.4
+    )
+
+    hard = StackRNNModule(task="anbn", hidden_size=8, n_stacks=3, rounding=True)
+    monkeypatch.setattr(hard, "log", lambda name, value, **kw: logged.__setitem__(name, value))
+    module = hard
+    validate(0, 0.5, 0.9)
+    assert hard.best_entropy == pytest.approx(0.9) and hard.rounded_snapshot is None
+    assert logged["val/entropy"] == pytest.approx(0.9)
 
 
 # -----------------------------------------------------------------------------

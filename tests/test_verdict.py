@@ -103,3 +103,22 @@ def test_absent_data_unimplemented_and_missing_results_never_pass():
 
 def test_nan_metric_is_a_miss_when_gated():
     assert judge(experiment(metric()), records(math.nan), "cpu")["verdict"] == MISS
+
+
+def test_a_metric_may_select_its_seed_by_its_own_rule():
+    """The "+ rounding" row picks the seed with the best rounded validation entropy, the soft row by soft."""
+    by_rounded = Selection("best", "val_entropy_rounding", "min")
+    exp = experiment(
+        metric(aggregate="selected"),
+        metric(key="m", label="rounded", aggregate="selected", selection=by_rounded),
+        selection=Selection("best", "val_entropy", "min"),
+    )
+    extra = [
+        {"val_entropy": 0.1, "val_entropy_rounding": 0.5},
+        {"val_entropy": 0.2, "val_entropy_rounding": 0.3},
+    ]
+    agg = judge(exp, records(60.0, 100.0, extra=extra), "cpu")
+    soft, rounded = agg["metrics"]
+    assert (soft["selected_seed"], soft["reproduced"], soft["verdict"]) == (1, 60.0, MISS)
+    assert (rounded["selected_seed"], rounded["reproduced"], rounded["verdict"]) == (2, 100.0, PASS)
+    assert agg["selection"]["selected_seed"] == 1 and agg["verdict"] == MISS

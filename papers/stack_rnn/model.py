@@ -27,6 +27,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from papers.stack_rnn.tasks import sequence_accuracy
 
@@ -221,6 +222,9 @@ class StackRNNModule(L.LightningModule):
         self.lr = lr
         self.best_entropy = math.inf
         self.snapshot: dict[str, torch.Tensor] | None = None
+        # Without -hard, the best snapshot under rounded validation is kept too (None: same as `snapshot`).
+        self.best_rounded_entropy = math.inf
+        self.rounded_snapshot: dict[str, torch.Tensor] | None = None
         self._state = None
         self._previous = None
         self._test_correct: list[torch.Tensor] = []
@@ -267,23 +271,41 @@ class StackRNNModule(L.LightningModule):
     # validation: entropy (mean -log10 p over the stream), LR halving with snapshot restore
     def on_validation_epoch_start(self):
         self._val_state = None
-        self._val_sum = torch.zeros((), dtype=torch.float64)
+        self._val_sum = torch.zeros(self._rows, dtype=torch.float64)
         self._val_count = 0
 
+    @property
+    def _rows(self) -> int:
+        """Rows of an evaluation pass: a Stack RNN is judged with soft (row 0) and rounded (row 1) actions."""
+        return 2 if self.has_stacks else 1
+
     def validation_step(self, batch, batch_idx):
-        inputs, targets, mask = batch["inputs"], batch["targets"], batch["loss_mask"]
-        state = self._val_state or self.core.initial_state(inputs.shape[0])
-        logits, self._val_state, _ = self.core(inputs, state, batch["resets"], hard=self.hparams.rounding)
+        rows = self._rows
+        inputs, targets = batch["inputs"].expand(rows, -1), batch["targets"].expand(rows, -1)
+        mask, resets = batch["loss_mask"].expand(rows, -1), batch["resets"].expand(rows, -1)
+        state = self._val_state or self.core.initial_state(rows)
+        hard = torch.arange(rows, device=inputs.device) == 1
+        logits, self._val_state, _ = self.core(inputs, state, resets, hard=hard)
         nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        self._val_sum += (nll * mask).sum().double().cpu()
-        self._val_count += int(mask.sum())
+        self._val_sum += (nll * mask).sum(1).double().cpu()
+        self._val_count += int(batch["loss_mask"].sum())
 
     def on_validation_epoch_end(self):
-        entropy = float(self._val_sum / max(self._val_count, 1)) / math.log(10)  # base 10, as the paper
+        entropies = (self._val_sum / max(self._val_count, 1) / math.log(10)).tolist()  # base 10, as the paper
+        self.log("val/entropy_soft", entropies[0])
+        if self.has_stacks:
+            self.log("val/entropy_rounding", entropies[1])
+        # The code's -hard flag validates with rounded actions; without it, with soft ones.
+        entropy = entropies[1] if self.hparams.rounding else entropies[0]
         self.log("val/entropy", entropy, prog_bar=True)
         if self.trainer.sanity_checking:
             return
         epoch = self.current_epoch
+        tracks_rounded = self.has_stacks and not self.hparams.rounding
+        if tracks_rounded and (entropies[1] < self.best_rounded_entropy or epoch == 0):
+            # The "+ rounding" row is judged on the snapshot that predicts best with rounded actions.
+            self.best_rounded_entropy = entropies[1]
+            self.rounded_snapshot = copy.deepcopy(self.core.state_dict())
         if entropy < self.best_entropy or epoch == 0:
             self.best_entropy = entropy
             self.snapshot = copy.deepcopy(self.core.state_dict())
@@ -307,11 +329,15 @@ class StackRNNModule(L.LightningModule):
             "lr": self.lr,
             "best_entropy": self.best_entropy,
             "snapshot": self.snapshot,
+            "best_rounded_entropy": self.best_rounded_entropy,
+            "rounded_snapshot": self.rounded_snapshot,
         }
 
     def on_load_checkpoint(self, checkpoint):
         saved = checkpoint["stack_rnn"]
         self.lr, self.best_entropy, self.snapshot = saved["lr"], saved["best_entropy"], saved["snapshot"]
+        self.best_rounded_entropy = saved["best_rounded_entropy"]
+        self.rounded_snapshot = saved["rounded_snapshot"]
 
     # ----------------------------------------------------------------------------------------------
     # test: the code's protocol on one continuous stream; row 0 soft, row 1 rounded
@@ -320,12 +346,19 @@ class StackRNNModule(L.LightningModule):
         self._test_correct = []
 
     def test_step(self, batch, batch_idx):
-        inputs, targets = batch["inputs"], batch["targets"]
-        rows = 2 if self.has_stacks else 1
-        inputs, targets = inputs.expand(rows, -1), targets.expand(rows, -1)
-        state = self._test_state or self.core.initial_state(rows)
+        rows = self._rows
+        inputs, targets = batch["inputs"].expand(rows, -1), batch["targets"].expand(rows, -1)
         hard = torch.arange(rows, device=inputs.device) == 1
-        logits, self._test_state, _ = self.core(inputs, state, hard=hard)
+        if self.rounded_snapshot is None:  # one set of weights for both rows
+            state = self._test_state or self.core.initial_state(rows)
+            logits, self._test_state, _ = self.core(inputs, state, hard=hard)
+        else:  # the rounded row runs the snapshot chosen by rounded validation entropy
+            soft_state, rounded_state = self._test_state or (self.core.initial_state(1),) * 2
+            soft, soft_state, _ = self.core(inputs[:1], soft_state)
+            rounded, rounded_state, _ = functional_call(
+                self.core, self.rounded_snapshot, (inputs[1:], rounded_state), {"hard": True}
+            )
+            logits, self._test_state = torch.cat([soft, rounded]), (soft_state, rounded_state)
         self._test_correct.append((logits.argmax(-1) == targets).cpu())
 
     def on_test_epoch_end(self):
@@ -345,6 +378,9 @@ class StackRNNModule(L.LightningModule):
             self.log(f"mean_accuracy{suffix}", sum(by_n.values()) / len(by_n))
             self.details.setdefault("accuracy_by_n", {"n": lengths})[mode] = [by_n[n] for n in lengths]
         self.log("val_entropy", self.best_entropy)
+        if self.has_stacks:
+            rounded = self.best_entropy if self.rounded_snapshot is None else self.best_rounded_entropy
+            self.log("val_entropy_rounding", rounded)
 
     def test_details(self) -> dict:
         return self.details
