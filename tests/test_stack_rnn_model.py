@@ -1039,3 +1039,36 @@ def test_test_stream_is_fixed_and_covers_configured_lengths():
     assert data.test_stream.lengths.tolist() == np.repeat(np.arange(2, 7), 5).tolist()
     (batch,) = list(data.test_dataloader())
     assert torch.equal(batch["inputs"][0], data.test_stream.inputs)
+
+
+def test_bench_quick_reports_throughput_and_table2_wall_clock(tmp_path, monkeypatch):
+    """``repro bench --quick``: throughput rows for each setting, and the Table 2 wall clock from the records'
+    first start to last finish (seeds run two at a time, so it is less than the summed seed times)."""
+    from papers.stack_rnn import bench
+
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "results")
+    for seed, (start, end) in enumerate([("10:00:00", "10:05:00"), ("10:00:30", "10:06:00")], start=1):
+        record = {
+            "seed": seed,
+            "wall_time_s": 300.0,
+            "epochs_trained": 20,
+            "metrics": {"solved_pct_rounding": 100.0},
+            "started_at": f"2026-11-25T{start}+00:00",
+            "finished_at": f"2026-11-25T{end}+00:00",
+        }
+        results.write_json(results.record_path("stack_rnn", "stack_anbn", "cpu", seed), record)
+    out = tmp_path / "results" / "bench" / "stack_rnn.json"
+    report = bench.main(out, quick=True)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert [(row["batch_size"], row["dtype"]) for row in report["training"]] == [
+        (1, "float64"),
+        (16, "float64"),
+        (16, "float32"),
+        (32, "float64"),
+    ]
+    assert all(row["characters_per_s"] > 0 and row["windows_per_s"] > 0 for row in report["training"])
+    table2 = report["table2_cpu"]
+    assert table2["wall_clock_s"] == 360.0
+    assert table2["cells"]["stack_anbn"]["wall_time_s_per_seed"] == [300.0, 300.0]
+    assert table2["cells"]["stack_anbn"]["reference_cpp_online_sgd_s"] == 480
+    assert set(table2["cells"]) == {"stack_anbn"}

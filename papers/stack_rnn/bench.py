@@ -1,5 +1,5 @@
 """``make bench`` for Stack-RNN: training throughput, measured here, and the wall time of each Table 2 cell,
-read from the committed cpu records (those runs are the measurement; re-running them would take half an hour).
+read from the committed cpu records (those runs are the measurement; re-running them takes over an hour).
 
 Writes ``results/bench/stack_rnn.json``. The reference point is the original C++ code (online SGD, one
 thread): about 8 minutes to solve a^n b^n and 12 minutes for a^n b^n c^n on this class of machine.
@@ -8,6 +8,7 @@ thread): about 8 minutes to solve a^n b^n and 12 minutes for a^n b^n c^n on this
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -23,17 +24,19 @@ TABLE2 = [
     "stack_anbmcnm",
     "stack_anbmcnm_rounding",
 ]
+REFERENCE_CPP_S = {"stack_anbn": 480, "stack_anbncn": 720}  # online SGD, one thread (the issue's measurement)
 
 
-def training_throughput(batch_size: int, seconds: float) -> dict:
-    """Characters and sequences per second of the cpu-tier training step (forward, backward, SGD step)."""
+def training_throughput(batch_size: int, dtype: torch.dtype, seconds: float) -> dict:
+    """Characters and sequences per second of the training step (forward, backward, SGD step) on one thread,
+    on the a^n b^n curriculum's full range (n = 2..14)."""
     from papers.stack_rnn.data import StackTaskData, windows
     from papers.stack_rnn.model import StackRNNModule, detach
 
     torch.manual_seed(0)
-    module = StackRNNModule(task="anbn")
+    module = StackRNNModule(task="anbn").to(dtype)
     data = StackTaskData(task="anbn", nmax=15, batch_size=batch_size, sequences_per_stream=250)
-    batch = data.train_batches(epoch=12)  # the full curriculum range n = 2..14
+    batch = data.train_batches(epoch=12)
     mean_length = float(batch["inputs"].shape[1]) / 250
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
     state, steps, start = module.core.initial_state(batch_size), 0, time.perf_counter()
@@ -54,45 +57,57 @@ def training_throughput(batch_size: int, seconds: float) -> dict:
     chars = steps * 50 * batch_size
     return {
         "batch_size": batch_size,
+        "dtype": str(dtype).removeprefix("torch."),
         "characters_per_s": round(chars / elapsed, 1),
         "sequences_per_s": round(chars / mean_length / elapsed, 1),
-        "windows": steps,
+        "windows_per_s": round(steps / elapsed, 2),
         "seconds": round(elapsed, 2),
     }
 
 
 def table2_cells(tier: str = "cpu") -> dict:
+    """Per Table 2 cell: the seeds' wall times, and the wall clock from the first start to the last finish."""
     paper = get_paper("stack_rnn")
-    cells = {}
+    cells, starts, ends = {}, [], []
     for name in TABLE2:
         folder = results.run_dir(paper.name, name, tier)
         records = [results.read_json(p) for p in sorted(folder.glob("seed*.json"))]
         if not records:
             continue
+        starts += [datetime.fromisoformat(r["started_at"]) for r in records]
+        ends += [datetime.fromisoformat(r["finished_at"]) for r in records]
         cells[name] = {
             "seeds": len(records),
             "wall_time_s_per_seed": [r["wall_time_s"] for r in records],
-            "wall_time_s_total": round(sum(r["wall_time_s"] for r in records), 1),
             "epochs": [r["epochs_trained"] for r in records],
+            "solved_pct_rounding": [r["metrics"].get("solved_pct_rounding") for r in records],
+            "reference_cpp_online_sgd_s": REFERENCE_CPP_S.get(name),
         }
-    return cells
+    wall_clock = (max(ends) - min(starts)).total_seconds() if starts else None
+    return {"cells": cells, "wall_clock_s": wall_clock}
 
 
 def main(out: Path, quick: bool = False) -> dict:
     torch.set_num_threads(1)
+    seconds = 1.0 if quick else 10.0
     report = {
         "paper": "stack_rnn",
         "hardware": results.hardware(),
         "packages": results.package_versions(),
         "git": results.git_state(),
-        "training": [training_throughput(b, 1.0 if quick else 10.0) for b in (1, 8, 32)],
-        "table2_cells_cpu": table2_cells(),
-        "reference_cpp_online_sgd": {"anbn_solve_s": 480, "anbncn_solve_s": 720},
+        # Measured side by side in this run: batch size and precision of the cpu tier (16, float64) and others.
+        "training": [
+            training_throughput(batch, dtype, seconds)
+            for batch, dtype in (
+                (1, torch.float64),
+                (16, torch.float64),
+                (16, torch.float32),
+                (32, torch.float64),
+            )
+        ],
+        # Seeds of the committed cpu runs ran two at a time on the two cores.
+        "table2_cpu": table2_cells(),
+        "measured_at": results.now(),
     }
-    cells = report["table2_cells_cpu"]
-    if cells:
-        # Seeds run two at a time on the two cores, so the Table 2 wall clock is about half the summed time.
-        total = sum(c["wall_time_s_total"] for c in cells.values())
-        report["table2_total_seed_time_s"] = round(total, 1)
     results.write_json(out, report)
     return report
