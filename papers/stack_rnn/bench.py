@@ -95,7 +95,7 @@ def main(out: Path, quick: bool = False) -> dict:
         "hardware": results.hardware(),
         "packages": results.package_versions(),
         "git": results.git_state(),
-        # Measured side by side in this run: batch size and precision of the cpu tier (16, float64) and others.
+        # Side by side in one run: the cpu tier's batch and precision (16, float64) and its neighbours.
         "training": [
             training_throughput(batch, dtype, seconds)
             for batch, dtype in (
