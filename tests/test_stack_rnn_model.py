@@ -24,6 +24,7 @@ from papers.stack_rnn.data import StackTaskData
 from papers.stack_rnn.model import LSTMBaseline, StackRNN, StackRNNModule
 from papers.stack_rnn.tasks import get_task
 from repro import results
+from repro import train as repro_train
 from repro.train import RunSpec, latest_checkpoint, run_seed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -822,6 +823,31 @@ def test_data_seed_follows_run_seed(smoke_run):
 def final_weights(root: Path) -> dict[str, torch.Tensor]:
     path = root / "stack_rnn" / "stack_anbn" / "smoke" / "seed1" / "checkpoints" / "epoch002.ckpt"
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
+    tmp_path, harness_state, monkeypatch, capsys
+):
+    """A NaN loss in epoch 1 stops the run: exit 2 with what to do, epoch 0's checkpoint kept, no record."""
+    real_step = StackRNNModule.training_step
+
+    def poisoned(self, batch, batch_idx):
+        loss = real_step(self, batch, batch_idx)
+        return loss * math.nan if self.current_epoch == 1 else loss
+
+    monkeypatch.setattr(StackRNNModule, "training_step", poisoned)
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(repro_train, "RUNS", tmp_path / "runs")
+    rc = repro_train.main(["stack_rnn", "stack_anbn", "smoke", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "loss became nan at epoch 1, batch 0" in err and "--resume" in err
+    work = tmp_path / "runs" / "stack_rnn" / "stack_anbn" / "smoke" / "seed1"
+    assert sorted(p.name for p in (work / "checkpoints").glob("*.ckpt")) == ["epoch000.ckpt"]
+    assert latest_checkpoint(work / "checkpoints").name == "epoch000.ckpt"
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.slow
