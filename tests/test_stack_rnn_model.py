@@ -1098,3 +1098,48 @@ def test_bench_quick_reports_throughput_and_table2_wall_clock(tmp_path, monkeypa
     assert table2["cells"]["stack_anbn"]["wall_time_s_per_seed"] == [300.0, 300.0]
     assert table2["cells"]["stack_anbn"]["reference_cpp_online_sgd_s"] == 480
     assert set(table2["cells"]) == {"stack_anbn"}
+
+
+def test_table2_cells_select_seeds_by_their_rule(tmp_path):
+    """Soft cells take the seed with the lowest val_entropy, '+ rounding' cells the lowest
+    val_entropy_rounding; a^n b^m c^(n+m) + rounding comes from the -hard run; missing ones show a dash."""
+    from papers.stack_rnn.figures import write_table2
+
+    def commit(name, seeds):
+        for seed, metrics in seeds.items():
+            results.write_json(
+                tmp_path / name / "cpu" / f"seed{seed}.json", {"seed": seed, "metrics": metrics}
+            )
+        results.write_json(
+            tmp_path / name / "cpu" / "aggregate.json", {"records": [f"seed{s}.json" for s in seeds]}
+        )
+
+    commit(
+        "stack_anbn",
+        {
+            1: {
+                "solved_pct60": 90.0,
+                "solved_pct60_rounding": 100.0,
+                "val_entropy": 0.1,
+                "val_entropy_rounding": 0.5,
+            },
+            2: {
+                "solved_pct60": 100.0,
+                "solved_pct60_rounding": 50.0,
+                "val_entropy": 0.2,
+                "val_entropy_rounding": 0.3,
+            },
+        },
+    )
+    commit("stack_anbmcnm_rounding", {1: {"solved_pct60_rounding": 100.0, "val_entropy_rounding": 0.2}})
+    commit("rnn_anbn", {1: {"solved_pct60": 25.0, "val_entropy": 0.3}})
+    lines = write_table2(tmp_path, "cpu").read_text().splitlines()
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in lines if line.startswith("| ")
+    }
+    assert rows["RNN"][0] == "25.0 (0/1) · paper 25"
+    assert rows["Stack RNN 40+10"][0] == "90.0 (1/2) · paper 100"
+    assert rows["Stack RNN 40+10 + rounding"][0] == "50.0 (1/2) · paper 100"
+    assert rows["Stack RNN 40+10 + rounding"][4] == "100.0 (1/1) · paper 100 |"
+    assert rows["Stack RNN 40+10"][4] == "– · paper 43.3 |"
+    assert rows["LSTM"][1] == "– · paper 100"
