@@ -289,19 +289,7 @@ document.querySelectorAll("#board th").forEach((th, i) => th.addEventListener("c
 }));
 </script>
 """
-HTML_COLUMNS = (
-    "paper",
-    "experiment",
-    "metric",
-    "published",
-    "reproduced",
-    "verdict",
-    "tier",
-    "hardware",
-    "wall time",
-    "aggregate",
-    "note",
-)
+HTML_COLUMNS = ("paper", *MD_COLUMNS)  # one page for all papers: the paper is a column
 
 
 def write_html(rows: list[dict[str, Any]], path: Path) -> Path:
