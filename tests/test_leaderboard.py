@@ -6,6 +6,7 @@ from html.parser import HTMLParser
 import pytest
 
 from repro import leaderboard
+from repro.leaderboard import README_END, README_START, build, collect, summary, sync_readmes
 from repro.papers import discover
 
 EXPECTED_YAML = """
@@ -392,3 +393,28 @@ def test_log_wandb_disabled(results, papers, monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     leaderboard.log_wandb(leaderboard.collect(results, papers))
+
+
+def test_sync_readmes_rewrites_only_between_the_markers(results, papers, tmp_path):
+    """The paper README gets every row, the top README one line per paper; text outside the markers stays."""
+    paper_readme = papers["toy"].folder / "README.md"
+    paper_readme.write_text(f"# Toy\n\nbefore\n{README_START}\nstale table\n{README_END}\nafter\n")
+    top_readme = tmp_path / "README.md"  # results_root.parent is the repository root
+    top_readme.write_text(f"intro\n{README_START}\n{README_END}\noutro\n")
+    rows = collect(results, papers)
+    sync_readmes(rows, papers, results)
+    text = paper_readme.read_text()
+    assert text.startswith("# Toy\n\nbefore\n") and text.endswith(f"{README_END}\nafter\n")
+    assert "stale table" not in text
+    assert "[aggregate.json](../../results/toy/" in text  # links lead from the paper folder to results/
+    assert f"Generated from `results/` by `make leaderboard`. {summary(rows)}." in text
+    top = top_readme.read_text()
+    assert top.startswith("intro\n") and top.endswith(f"{README_END}\noutro\n")
+    assert f"| [toy](papers/toy/README.md) | {rows[0]['paper_title']} | {summary(rows)} |" in top
+
+
+def test_build_leaves_readmes_alone_outside_the_repository(results, papers, tmp_path):
+    readme = papers["toy"].folder / "README.md"
+    readme.write_text(f"{README_START}\nkept\n{README_END}\n")
+    build(results, papers=papers)
+    assert readme.read_text() == f"{README_START}\nkept\n{README_END}\n"
