@@ -662,7 +662,7 @@ def test_validation_entropy_is_mean_minus_log10_p_over_the_stream(monkeypatch):
     assert logged["val/entropy_rounding"] == pytest.approx(float(-torch.log10(p_hard).mean()), rel=1e-5)
 
 
-def test_rounded_snapshot_is_the_best_under_rounded_validation(monkeypatch):
+def test_rounded_snapshot_is_the_best_under_rounded_validation(monkeypatch, tmp_path):
     """Without -hard the LR rule follows soft validation, and the weights with the best *rounded* validation
     entropy are kept apart for the "+ rounding" row; with -hard (rounding=True) one snapshot serves both."""
     torch.manual_seed(0)
@@ -687,6 +687,15 @@ def test_rounded_snapshot_is_the_best_under_rounded_validation(monkeypatch):
     assert logged["val/entropy"] == pytest.approx(0.6) and logged["val/entropy_rounding"] == pytest.approx(
         0.4
     )
+
+    validate(2, 0.45, 0.35)  # both improve: one snapshot object serves both rows, also after a checkpoint
+    assert module.rounded_snapshot is module.snapshot
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    path = tmp_path / "state.pt"
+    torch.save(checkpoint, path)
+    module.on_load_checkpoint(torch.load(path, weights_only=False))
+    assert module.rounded_snapshot is module.snapshot
 
     hard = StackRNNModule(task="anbn", hidden_size=8, n_stacks=3, rounding=True)
     monkeypatch.setattr(hard, "log", lambda name, value, **kw: logged.__setitem__(name, value))
@@ -1143,3 +1152,42 @@ def test_table2_cells_select_seeds_by_their_rule(tmp_path):
     assert rows["Stack RNN 40+10 + rounding"][4] == "100.0 (1/1) · paper 100 |"
     assert rows["Stack RNN 40+10"][4] == "– · paper 43.3 |"
     assert rows["LSTM"][1] == "– · paper 100"
+
+
+def test_test_rows_use_their_own_snapshots_across_windows():
+    """Row 0 plays the soft snapshot with soft actions, row 1 the rounded snapshot with rounded actions, each
+    carrying its own state from window to window; with one shared snapshot a single pass gives the same."""
+    torch.manual_seed(0)
+    module = StackRNNModule(task="anbn", hidden_size=8, n_stacks=3)
+    stream = get_task("anbn").encode("aabb" * 3 + "aaabbb" * 4)
+    inputs = torch.tensor([[1] + stream[:-1]])
+    targets = torch.tensor([stream])
+    windows = [
+        {"inputs": inputs[:, :13], "targets": targets[:, :13]},
+        {"inputs": inputs[:, 13:], "targets": targets[:, 13:]},
+    ]
+    module.snapshot = weights(module)
+    perturb(module)
+    module.rounded_snapshot = weights(module)
+    module.core.load_state_dict(module.snapshot)
+
+    def play():
+        module.on_test_epoch_start()
+        for i, window in enumerate(windows):
+            module.test_step(window, i)
+        return torch.cat(module._test_correct, 1)
+
+    with torch.no_grad():
+        correct = play()
+        soft, _, _ = module.core(inputs, module.core.initial_state(1))
+        twin = StackRNNModule(task="anbn", hidden_size=8, n_stacks=3)
+        twin.core.load_state_dict(module.rounded_snapshot)
+        rounded, _, _ = twin.core(inputs, twin.core.initial_state(1), hard=True)
+        assert torch.equal(correct[0], soft.argmax(-1)[0] == targets[0])
+        assert torch.equal(correct[1], rounded.argmax(-1)[0] == targets[0])
+        module.rounded_snapshot = module.snapshot
+        shared = play()
+        ref, _, _ = module.core(
+            inputs.expand(2, -1), module.core.initial_state(2), hard=torch.tensor([False, True])
+        )
+        assert torch.equal(shared, ref.argmax(-1) == targets)

@@ -301,15 +301,17 @@ class StackRNNModule(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         epoch = self.current_epoch
-        tracks_rounded = self.has_stacks and not self.hparams.rounding
-        if tracks_rounded and (entropies[1] < self.best_rounded_entropy or epoch == 0):
-            # The "+ rounding" row is judged on the snapshot that predicts best with rounded actions.
-            self.best_rounded_entropy = entropies[1]
-            self.rounded_snapshot = copy.deepcopy(self.core.state_dict())
-        if entropy < self.best_entropy or epoch == 0:
+        improved = entropy < self.best_entropy or epoch == 0
+        if improved:
             self.best_entropy = entropy
             self.snapshot = copy.deepcopy(self.core.state_dict())
-        elif epoch > self.trainer.datamodule.hparams.nmax / 2:
+        tracks_rounded = self.has_stacks and not self.hparams.rounding
+        if tracks_rounded and (entropies[1] < self.best_rounded_entropy or epoch == 0):
+            # The "+ rounding" row is judged on the snapshot that predicts best with rounded actions; when
+            # that is the soft snapshot too, both share one object, and the test runs both rows in one pass.
+            self.best_rounded_entropy = entropies[1]
+            self.rounded_snapshot = self.snapshot if improved else copy.deepcopy(self.core.state_dict())
+        if not improved and epoch > self.trainer.datamodule.hparams.nmax / 2:
             # The code halves the rate and goes back to the best snapshot, but only in the second half
             # of the curriculum; earlier, a worse validation entropy changes nothing.
             self.lr /= 2
@@ -349,7 +351,7 @@ class StackRNNModule(L.LightningModule):
         rows = self._rows
         inputs, targets = batch["inputs"].expand(rows, -1), batch["targets"].expand(rows, -1)
         hard = torch.arange(rows, device=inputs.device) == 1
-        if self.rounded_snapshot is None:  # one set of weights for both rows
+        if self.rounded_snapshot is None or self.rounded_snapshot is self.snapshot:  # one set of weights
             state = self._test_state or self.core.initial_state(rows)
             logits, self._test_state, _ = self.core(inputs, state, hard=hard)
         else:  # the rounded row runs the snapshot chosen by rounded validation entropy
