@@ -1191,3 +1191,25 @@ def test_test_rows_use_their_own_snapshots_across_windows():
             inputs.expand(2, -1), module.core.initial_state(2), hard=torch.tensor([False, True])
         )
         assert torch.equal(shared, ref.argmax(-1) == targets)
+
+
+@pytest.mark.slow
+def test_trace_draws_what_the_stacks_do_from_a_checkpoint(smoke_run, tmp_path):
+    """The Table 3 view: one a^n b^n sequence (n = 6) plus the next 'a', its push probabilities (one-hot
+    with rounding) and top-of-stack values, drawn to a PNG."""
+    from papers.stack_rnn import trace
+
+    _, root = smoke_run
+    run_dir = root / "stack_rnn" / "stack_anbn" / "smoke" / "seed1"
+    module = trace.load_module(run_dir, rounding=True)
+    steps = trace.trace(module, n=6, rounding=True)
+    assert steps["targets"] == "aaaaaabbbbbba"
+    assert steps["inputs"][1:] == steps["targets"][:-1]
+    assert steps["push"].shape == steps["top"].shape == (10, 13)
+    assert set(np.unique(steps["push"])) <= {0.0, 1.0}
+    assert ((steps["top"] >= -1) & (steps["top"] <= 1)).all()
+    # Scored (spec §2.3): the first 'a' (credited to the warm-up sequence before), the b's after the first
+    # one, and the next sequence's first 'a'.
+    assert [i for i, s in enumerate(steps["scored"]) if s] == [0, *range(7, 13)]
+    out = trace.main([str(run_dir), "--n", "6", "--out", str(tmp_path / "trace.png")])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
