@@ -193,7 +193,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     for e in experiments:
         if e not in runnable:
             console.print(f"[yellow]not run: data not present[/] for {e.name}: {escape(e.data.instructions)}")
-    failures = run_seeds(paper, runnable, args) if runnable else []
+    failures = run_seeds(paper, runnable, args) if runnable and args.train else []
     root = args.results
     aggregates = [aggregate(paper, e, args.tier, list(range(1, args.seeds + 1)), root) for e in experiments]
     make_figures(paper, args.tier, root)
@@ -243,7 +243,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             if fresh["verdict"] != stored["verdict"]:
                 problems.append(
                     f"{path}: stored verdict {stored['verdict']} but the records give "
-                    f"{fresh['verdict']} (expected.yaml or records changed; rerun reproduce)"
+                    f"{fresh['verdict']} (expected.yaml or records changed; rerun reproduce, or reproduce "
+                    f"--no-train to judge the records again)"
                 )
             aggregates.append(fresh)
             checked += 1
@@ -355,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="config override by dotted key, e.g. --set model.lr=0.3",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument(
+        "--no-train",
+        dest="train",
+        action="store_false",
+        help="judge the seed records under results/ again without training (after editing expected.yaml)",
+    )
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("check", help="re-judge committed results against expected.yaml (non-zero on a miss)")

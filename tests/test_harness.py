@@ -708,13 +708,25 @@ def fabricate_cpu_results(root: Path, seeds: dict[int, dict[str, float]]) -> dic
             "metrics": metrics,
             "hardware": {"cpu_count": 2, "processor": "Test CPU", "accelerator": "cpu", "devices": 1},
             "wall_time_s": 10.0,
+            "details": {"accuracy_by_n": {"n": [2, 3], "soft": [1.0, 0.5], "rounding": [1.0, 1.0]}},
+            "config": {"data": {"init_args": {"nmax": 15}}},
         }
         results.write_json(results.record_path("stack_rnn", "stack_anbn", "cpu", seed, root), record)
     return cli.aggregate(paper, experiment, "cpu", sorted(seeds), root)
 
 
-SOLVED = {"solved_pct": 100.0, "solved_pct_rounding": 100.0, "solved_pct60_rounding": 100.0}
-PARTLY = {"solved_pct": 96.6, "solved_pct_rounding": 96.6, "solved_pct60_rounding": 96.7}
+SOLVED = {
+    "solved_pct": 100.0,
+    "solved_pct_rounding": 100.0,
+    "solved_pct60": 100.0,
+    "solved_pct60_rounding": 100.0,
+}
+PARTLY = {
+    "solved_pct": 96.6,
+    "solved_pct_rounding": 96.6,
+    "solved_pct60": 96.7,
+    "solved_pct60_rounding": 96.7,
+}
 
 
 def test_check_fabricated_miss_is_exit_1(repro_cli, isolated_outputs):
@@ -897,3 +909,15 @@ def test_reproduce_honours_results_flag(repro_cli, isolated_outputs):
     assert rc == 0, out
     assert (elsewhere / SMOKE_DIR / "seed1.json").exists()
     assert (elsewhere / SMOKE_DIR / "aggregate.json").exists()
+
+
+def test_reproduce_no_train_judges_existing_records(repro_cli, isolated_outputs):
+    root = isolated_outputs / "results"
+    fabricate_cpu_results(root, {1: {**PARTLY, "val_entropy": 0.2}, 2: {**SOLVED, "val_entropy": 0.3}})
+    (root / "stack_rnn/stack_anbn/cpu/aggregate.json").unlink()
+    argv = ["reproduce", "stack_rnn", "-e", "stack_anbn", "--seeds", "2", "--no-train", "--no-progress"]
+    rc, out = repro_cli(*argv)
+    assert rc == 0, out
+    assert results.read_json(root / "stack_rnn/stack_anbn/cpu/aggregate.json")["verdict"] == "PASS"
+    assert not (isolated_outputs / "runs").exists()
+    assert (root / "stack_rnn/stack_anbn/cpu/accuracy_by_n.png").exists()
