@@ -30,6 +30,7 @@ from repro.papers import PAPERS, TIERS, ExpectedError, Paper, discover, get_pape
 SMOKE = PAPERS / "stack_rnn" / "configs" / "stack_anbn-smoke.yaml"
 STACK_RNN_EXPERIMENTS = (
     "stack_anbn",
+    "stack_anbn_rounding",
     "stack_anbncn",
     "stack_anbncndn",
     "stack_anb2n",
@@ -695,13 +696,13 @@ def test_config_bad_override_is_exit_2(repro_cli):
 
 
 def fabricate_cpu_results(root: Path, seeds: dict[int, dict[str, float]]) -> dict:
-    """Seed records for stack_anbn at the cpu tier, aggregated the way ``reproduce`` does."""
+    """Seed records of the cpu-gated cell (stack_anbn_rounding), aggregated as ``reproduce`` does."""
     paper = get_paper("stack_rnn")
-    experiment = paper.experiment("stack_anbn")
+    experiment = paper.experiment("stack_anbn_rounding")
     for seed, metrics in seeds.items():
         record = {
             "paper": "stack_rnn",
-            "experiment": "stack_anbn",
+            "experiment": "stack_anbn_rounding",
             "tier": "cpu",
             "seed": seed,
             "status": "complete",
@@ -711,7 +712,7 @@ def fabricate_cpu_results(root: Path, seeds: dict[int, dict[str, float]]) -> dic
             "details": {"accuracy_by_n": {"n": [2, 3], "soft": [1.0, 0.5], "rounding": [1.0, 1.0]}},
             "config": {"data": {"init_args": {"nmax": 15}}},
         }
-        results.write_json(results.record_path("stack_rnn", "stack_anbn", "cpu", seed, root), record)
+        results.write_json(results.record_path("stack_rnn", "stack_anbn_rounding", "cpu", seed, root), record)
     return cli.aggregate(paper, experiment, "cpu", sorted(seeds), root)
 
 
@@ -736,7 +737,7 @@ def test_check_fabricated_miss_is_exit_1(repro_cli, isolated_outputs):
     assert agg["verdict"] == "MISS"
     assert agg["selection"]["selected_seed"] == 1
     assert agg["wall_time_s"] == 20.0
-    assert (root / "stack_rnn/stack_anbn/cpu/aggregate.json").exists()
+    assert (root / "stack_rnn/stack_anbn_rounding/cpu/aggregate.json").exists()
     rc, out = repro_cli("check", "stack_rnn")
     assert rc == 1
     assert "MISS" in out
@@ -765,7 +766,7 @@ def test_check_miss_line_names_the_tier(repro_cli, isolated_outputs):
     fabricate_cpu_results(isolated_outputs / "results", {1: {**PARTLY, "val_entropy": 0.2}})
     rc, out = repro_cli("check")
     assert rc == 1
-    assert "MISS: stack_rnn/stack_anbn [cpu]" in out
+    assert "MISS: stack_rnn/stack_anbn_rounding [cpu]" in out
 
 
 def test_verdict_table_shows_evidence_tag(repro_cli, isolated_outputs):
@@ -784,7 +785,7 @@ def test_leaderboard_writes_both_pages(repro_cli, isolated_outputs):
     assert f"wrote {md}" in out and f"wrote {page}" in out
     text = md.read_text()
     assert text.startswith("# Leaderboard")
-    assert "stack_rnn/stack_anbn/cpu/aggregate.json" in text
+    assert "stack_rnn/stack_anbn_rounding/cpu/aggregate.json" in text
     assert "**MISS**" in text
     assert "stack_anbncn" in page.read_text()
 
@@ -914,10 +915,19 @@ def test_reproduce_honours_results_flag(repro_cli, isolated_outputs):
 def test_reproduce_no_train_judges_existing_records(repro_cli, isolated_outputs):
     root = isolated_outputs / "results"
     fabricate_cpu_results(root, {1: {**PARTLY, "val_entropy": 0.2}, 2: {**SOLVED, "val_entropy": 0.3}})
-    (root / "stack_rnn/stack_anbn/cpu/aggregate.json").unlink()
-    argv = ["reproduce", "stack_rnn", "-e", "stack_anbn", "--seeds", "2", "--no-train", "--no-progress"]
+    (root / "stack_rnn/stack_anbn_rounding/cpu/aggregate.json").unlink()
+    argv = [
+        "reproduce",
+        "stack_rnn",
+        "-e",
+        "stack_anbn_rounding",
+        "--seeds",
+        "2",
+        "--no-train",
+        "--no-progress",
+    ]
     rc, out = repro_cli(*argv)
     assert rc == 0, out
-    assert results.read_json(root / "stack_rnn/stack_anbn/cpu/aggregate.json")["verdict"] == "PASS"
+    assert results.read_json(root / "stack_rnn/stack_anbn_rounding/cpu/aggregate.json")["verdict"] == "PASS"
     assert not (isolated_outputs / "runs").exists()
-    assert (root / "stack_rnn/stack_anbn/cpu/accuracy_by_n.png").exists()
+    assert (root / "stack_rnn/stack_anbn_rounding/cpu/accuracy_by_n.png").exists()

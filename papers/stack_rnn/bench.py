@@ -18,6 +18,7 @@ from repro.papers import get_paper
 
 TABLE2 = [
     "stack_anbn",
+    "stack_anbn_rounding",
     "stack_anbncn",
     "stack_anbncndn",
     "stack_anb2n",
