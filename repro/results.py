@@ -19,6 +19,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("REPRO_RESULTS", ROOT / "results"))
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 TRACKED_PACKAGES = ("torch", "lightning", "torchmetrics", "wandb", "numpy", "jsonargparse", "datasets")
 
 
@@ -26,6 +28,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private; a result is an ordinary file
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

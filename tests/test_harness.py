@@ -463,6 +463,15 @@ def test_unknown_experiment_lists_valid_ones_with_suggestion():
 # results
 
 
+def test_atomic_write_makes_an_ordinary_file(tmp_path):
+    """mkstemp creates 0600 files; a record must be readable like any file the user writes (0666 & ~umask)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = tmp_path / "record.json"
+    results.atomic_write_text(path, "{}")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_atomic_write_keeps_old_content_when_replace_fails(tmp_path, monkeypatch):
     target = tmp_path / "out" / "record.json"
     results.atomic_write_text(target, "old\n")
