@@ -74,6 +74,14 @@ def run_seeds(paper: Paper, experiments: list[Experiment], args: argparse.Namesp
     from repro.train import RUNS
 
     jobs = [(e.name, s) for e in experiments for s in range(1, args.seeds + 1)]
+    if args.resume:  # a seed whose record was written has finished: keep it
+        jobs = [
+            (name, seed)
+            for name, seed in jobs
+            if not results.record_path(paper.name, name, args.tier, seed, args.results).exists()
+        ]
+    if not jobs:
+        return []
     parallel = args.jobs or (1 if args.devices not in (None, "1", 1) else min(os.cpu_count() or 1, len(jobs)))
     threads = max(1, (os.cpu_count() or 1) // parallel)
     # The children write their records where this command aggregates them from.
@@ -346,7 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", help="devices per run (more than 1 uses Lightning DDP)")
     p.add_argument("--accelerator", help="cpu | gpu | auto")
     p.add_argument("--jobs", type=int, help="seeds run at once (default: one per core on CPU)")
-    p.add_argument("--resume", action="store_true", help="continue each seed from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the seeds that finished; continue the others from their last checkpoint",
+    )
     p.add_argument(
         "--set",
         dest="overrides",

@@ -940,3 +940,17 @@ def test_reproduce_no_train_judges_existing_records(repro_cli, isolated_outputs)
     assert results.read_json(root / "stack_rnn/stack_anbn_rounding/cpu/aggregate.json")["verdict"] == "PASS"
     assert not (isolated_outputs / "runs").exists()
     assert (root / "stack_rnn/stack_anbn_rounding/cpu/accuracy_by_n.png").exists()
+
+
+def test_reproduce_resume_keeps_finished_seeds(repro_cli, isolated_outputs):
+    """--resume after an interruption between seeds: seeds with a record are not trained again."""
+    root = isolated_outputs / "results"
+    fabricate_cpu_results(root, {1: {**PARTLY, "val_entropy": 0.2}, 2: {**SOLVED, "val_entropy": 0.3}})
+    argv = ["reproduce", "stack_rnn", "-e", "stack_anbn_rounding", "--seeds", "2", "--resume", "--no-progress"]
+    rc, out = repro_cli(*argv)
+    assert rc == 0, out
+    assert not (isolated_outputs / "runs").exists()
+    assert results.read_json(root / "stack_rnn/stack_anbn_rounding/cpu/aggregate.json")["records"] == [
+        "seed1.json",
+        "seed2.json",
+    ]
