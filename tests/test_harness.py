@@ -946,8 +946,7 @@ def test_reproduce_resume_keeps_finished_seeds(repro_cli, isolated_outputs):
     """--resume after an interruption between seeds: seeds with a record are not trained again."""
     root = isolated_outputs / "results"
     fabricate_cpu_results(root, {1: {**PARTLY, "val_entropy": 0.2}, 2: {**SOLVED, "val_entropy": 0.3}})
-    argv = ["reproduce", "stack_rnn", "-e", "stack_anbn_rounding", "--seeds", "2", "--resume", "--no-progress"]
-    rc, out = repro_cli(*argv)
+    rc, out = repro_cli("reproduce", "stack_rnn", "-e", "stack_anbn_rounding", "--seeds", "2", "--resume")
     assert rc == 0, out
     assert not (isolated_outputs / "runs").exists()
     assert results.read_json(root / "stack_rnn/stack_anbn_rounding/cpu/aggregate.json")["records"] == [
