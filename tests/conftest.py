@@ -17,3 +17,15 @@ def isolated_outputs(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
     return tmp_path
+
+
+@pytest.fixture
+def harness_state(monkeypatch):
+    """run_seed seeds everything and turns on deterministic algorithms; undo that for other tests."""
+    import torch
+
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(deterministic)

@@ -44,16 +44,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture
-def harness_state(monkeypatch):
-    """run_seed seeds everything and turns on deterministic algorithms; undo that for other tests."""
-    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.use_deterministic_algorithms(deterministic)
-
-
 # -----------------------------------------------------------------------------
 # Helpers
 
