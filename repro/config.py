@@ -39,9 +39,7 @@ class ConfigError(ValueError):
     """A config problem; the message names the key and the fix."""
 
 
-def load(
-    path: Path, overrides: list[str] | tuple[str, ...] = (), seed: int | None = None
-) -> dict[str, Any]:
+def load(path: Path, overrides: list[str] | tuple[str, ...] = (), seed: int | None = None) -> dict[str, Any]:
     """Read a pinned config, apply ``key=value`` overrides, check every key, and fill in defaults.
 
     ``seed`` (the run's seed) becomes the ``seed`` argument of the model and the data module when their

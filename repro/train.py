@@ -24,7 +24,7 @@ from typing import Any
 
 from repro import config as config_lib
 from repro import results
-from repro.data import sha256
+from repro.data import DataError, sha256
 from repro.papers import get_paper
 
 RUNS = Path(os.environ.get("REPRO_RUNS", results.ROOT / "runs"))
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         run_seed(spec)
-    except (config_lib.ConfigError, NonFiniteLossError, ValueError) as err:
+    except (config_lib.ConfigError, NonFiniteLossError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

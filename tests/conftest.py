@@ -29,3 +29,14 @@ def harness_state(monkeypatch):
     deterministic = torch.are_deterministic_algorithms_enabled()
     yield
     torch.use_deterministic_algorithms(deterministic)
+
+
+@pytest.fixture
+def one_thread():
+    """Small tensors: one thread is faster on the 2-core box, and keeps runs reproducible."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

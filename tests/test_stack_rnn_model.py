@@ -35,13 +35,7 @@ def f64(values):
     return torch.tensor(values, dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster on the 2-core box, and keeps runs reproducible."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -----------------------------------------------------------------------------

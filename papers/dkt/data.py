@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from papers.dkt.simulate import read_info, simulate
 from repro.data import DataError, data_root, fetch
+from repro.data.modules import RunAwareDataModule
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class _Batches(IterableDataset):
         yield from self.build()
 
 
-class DKTData(L.LightningDataModule):
+class DKTData(RunAwareDataModule):
     """One DKT data set with its fixed train/test split and a validation split carved from train by student.
 
     Args:
@@ -289,14 +289,12 @@ class DKTData(L.LightningDataModule):
             )
         elif hp.source == "synthetic":
             answers = read_synthetic(self.files[0])
-            self.concept_of = read_info(self.files[1])
+            self.concept_of, _ = read_info(self.files[1])
             train, test = (
                 answers_to_students(answers[:SYNTHETIC_TRAIN]),
                 answers_to_students(answers[SYNTHETIC_TRAIN:]),
             )
         else:
-            from papers.dkt.simulate import simulate
-
             sim = simulate(n_students=hp.students, n_concepts=hp.concepts, seed=hp.seed)
             half = hp.students // 2
             self.concept_of = sim.concept
@@ -320,17 +318,6 @@ class DKTData(L.LightningDataModule):
         return self.files
 
     # ----------------------------------------------------------------------------------------------
-    @property
-    def world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    @property
-    def epoch(self) -> int:
-        """The epoch whose order the training loader serves: the fit loop's count of processed epochs, which
-        Lightning has already moved on when it prefetches the first batch of a resumed run."""
-        return self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
-
     def batches(self, students: list[Student], epoch: int | None = None) -> list[dict[str, torch.Tensor]]:
         """Length groups of ``students``; in a seeded fresh order per ``epoch`` when one is given."""
         world, rank = self.world
@@ -357,14 +344,3 @@ class DKTData(L.LightningDataModule):
     def test_dataloader(self):
         return DataLoader(_Batches(lambda: self.batches(self.test)), batch_size=None)
 
-
-def read_info(path: Path) -> np.ndarray:
-    """The hidden concept of each exercise: column 3 of a shipped ``*_info.txt`` (spec §2.2). The files
-    separate their 4 columns by tabs or, in some versions, by commas."""
-    concepts = []
-    for line, text in enumerate(Path(path).read_text().splitlines(), start=1):
-        fields = re.split(r"[\t,]", text.strip())
-        if len(fields) != 4:
-            raise DataFormatError(f"{path}:{line}: expected 4 columns (tab or comma), got {len(fields)}")
-        concepts.append(int(float(fields[2])))
-    return np.array(concepts, dtype=np.int64)

@@ -14,12 +14,12 @@ Test: the code's protocol on one continuous stream, n = 2..61 in order, 200 sequ
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from papers.stack_rnn.tasks import Stream, curriculum_nmax, get_task, make_stream, sample_ns, test_stream
+from repro.data.modules import RunAwareDataModule
 
 
 def windows(stream_batch: dict[str, torch.Tensor], length: int, keep_tail: bool):
@@ -63,7 +63,7 @@ class _Windows(IterableDataset):
         yield from windows(self.build(), self.length, self.keep_tail)
 
 
-class StackTaskData(L.LightningDataModule):
+class StackTaskData(RunAwareDataModule):
     """Generated data for one Stack-RNN task.
 
     Args:
@@ -104,20 +104,6 @@ class StackTaskData(L.LightningDataModule):
         self.save_hyperparameters()
         self.task = get_task(task)
         self._test_stream: Stream | None = None
-
-    @property
-    def world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    @property
-    def epoch(self) -> int:
-        """The epoch whose data the loaders serve. Lightning builds (and prefetches from) the first training
-        iterator of a resumed run before it moves ``current_epoch`` on, so this reads the fit loop's count of
-        processed epochs, the number Lightning itself hands to samplers."""
-        if self.trainer is None:
-            return 0
-        return self.trainer.fit_loop.epoch_progress.current.processed
 
     def train_batches(self, epoch: int) -> dict[str, torch.Tensor]:
         """This rank's streams for ``epoch``, cut to the common length of *all* global streams."""
