@@ -453,3 +453,74 @@ def test_ddp_two_cpu_processes_train_the_single_process_model(tmp_path, harness_
     assert record["hardware"]["devices"] == 2
     for key in ("auc", "auc_marginal", "auc_bkt"):
         assert record["metrics"][key] == pytest.approx(single["metrics"][key], abs=1e-4), key
+
+
+# -----------------------------------------------------------------------------
+# Figures and bench
+
+
+def commit_records(folder: Path, metrics_by_seed: dict[int, dict], details: dict | None = None) -> None:
+    from repro import results
+
+    for seed, metrics in metrics_by_seed.items():
+        record = {"seed": seed, "metrics": metrics, "details": details or {}}
+        results.write_json(folder / f"seed{seed}.json", record)
+    results.write_json(folder / "aggregate.json", {"records": [f"seed{s}.json" for s in metrics_by_seed]})
+
+
+def test_figure3a_draws_mean_over_seeds_per_concept_count(tmp_path, monkeypatch):
+    from papers.dkt import figures
+
+    drawn = {}
+    real_errorbar = figures.plt.Axes.errorbar
+
+    def spy(ax, x, y, yerr, **kwargs):
+        drawn[kwargs["label"]] = (list(x), [round(v, 6) for v in y], [round(v, 6) for v in yerr])
+        return real_errorbar(ax, x, y, yerr, **kwargs)
+
+    monkeypatch.setattr(figures.plt.Axes, "errorbar", spy)
+    for c in (1, 3):
+        commit_records(
+            tmp_path / f"generated_c{c}_lstm" / "cpu",
+            {
+                1: {"auc": 0.8, "auc_bkt": 0.6, "auc_oracle": 0.9},
+                2: {"auc": 0.7, "auc_bkt": 0.6, "auc_oracle": 0.9},
+            },
+        )
+    commit_records(
+        tmp_path / "generated_c3_rnn" / "cpu", {1: {"auc": 0.65, "auc_bkt": 0.5, "auc_oracle": 0.9}}
+    )
+    paths = figures.make_figures(tmp_path, "cpu")
+    assert paths == [tmp_path / "figure3a_cpu.png"] and paths[0].stat().st_size > 0
+    assert drawn["LSTM"] == ([1, 3], [0.75, 0.75], [0.05, 0.05])
+    assert drawn["RNN"] == ([3], [0.65], [0.0])
+    # BKT and the oracle pool every run of a concept count (LSTM and RNN seeds alike).
+    assert drawn["BKT"][1] == [0.6, round((0.6 + 0.6 + 0.5) / 3, 6)]
+
+
+@pytest.mark.slow
+def test_figure1_draws_the_traced_student(smoke_run):
+    from papers.dkt import figures
+
+    from repro import results
+
+    _, root = smoke_run
+    folder = root / "dkt" / "assistments_lstm" / "smoke"
+    results.write_json(folder / "aggregate.json", {"records": ["seed1.json"]})  # as `repro reproduce` writes it
+    paths = figures.make_figures(root / "dkt", "smoke")
+    assert root / "dkt" / "figure1_smoke.png" in paths
+
+
+@needs_data
+@pytest.mark.slow
+def test_bench_quick_reports_throughput_and_chunking_side_by_side(tmp_path):
+    from papers.dkt import bench
+
+    out = tmp_path / "bench" / "dkt.json"
+    report = bench.main(out, quick=True)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    runs = report["training"]
+    assert set(runs) == {"max_steps=50000", "max_steps=1000000000"}
+    assert all(r["answers_per_s"] > 0 and r["batches"] == 4 for r in runs.values())
+    assert runs["max_steps=50000"]["answers"] == runs["max_steps=1000000000"]["answers"]
+    assert report["chunking_speedup"] > 0
