@@ -1,9 +1,15 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
-# Unit tests never talk to W&B and never write into the committed results/ or runs/.
+# Unit tests never talk to W&B and never write into the committed results/ or runs/, nor into the user's
+# cache of parsed data sets.
 os.environ["WANDB_MODE"] = "disabled"
+os.environ["REPRO_CACHE"] = tempfile.mkdtemp(prefix="repro-test-cache-")
+atexit.register(shutil.rmtree, os.environ["REPRO_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture
