@@ -46,8 +46,9 @@ def figure1(results_dir: Path, tier: str) -> Path | None:
     ax.set_yticks(range(len(skills)), [f"skill {s}" for s in skills], fontsize=7)
     ax.set_xlabel("answer t (circle: the exercise answered; filled = correct)")
     ax.set_title(
-        f"Figure 1 view: predicted p(correct) after each answer, ASSISTments test student "
-        f"{student['student']} (LSTM, seed {traced[0]['seed']}, {tier})"
+        f"Figure 1 view: predicted p(correct) after each answer\nASSISTments test student "
+        f"{student['student']} (LSTM, seed {traced[0]['seed']}, {tier})",
+        fontsize=10,
     )
     fig.colorbar(image, ax=ax, fraction=0.02, label="p(correct)")
     fig.tight_layout()
