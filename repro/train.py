@@ -142,6 +142,7 @@ def run_seed(spec: RunSpec) -> dict[str, Any] | None:
     experiment = paper.experiment(spec.experiment)
     config = config_lib.load(paper.config_path(experiment.name, spec.tier), spec.overrides, seed=spec.seed)
     started, t0 = results.now(), time.perf_counter()
+    git = results.git_state()  # the code that trains, not what HEAD may be when a long run ends
     L.seed_everything(spec.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(True, warn_only=True)
     model, data = config_lib.instantiate(config)
@@ -164,7 +165,7 @@ def run_seed(spec: RunSpec) -> dict[str, Any] | None:
         "resumed_from": str(ckpt.relative_to(spec.work_dir)) if ckpt else None,
         "config": config,
         "overrides": spec.overrides,
-        "git": results.git_state(),
+        "git": git,
         "packages": results.package_versions(),
         "hardware": results.hardware(str(config["trainer"].get("accelerator")), trainer.num_devices),
         "data": [{"path": str(p), "sha256": sha256(p)} for p in getattr(data, "data_files", list)()],
