@@ -6,6 +6,7 @@
     repro config PAPER EXPERIMENT          print the fully resolved config of a tier
     repro leaderboard [--wandb]            rebuild results/LEADERBOARD.md and results/leaderboard.html
     repro bench [PAPER]                    run the papers' benchmarks, JSON under results/bench/
+    repro sample PAPER [options]           text from a trained model (papers with a sampler)
 
 Exit status: 0 when every gated number agrees, 1 on a miss, 2 on bad input (unknown names, bad configs).
 """
@@ -194,7 +195,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         # says so and runs the rest; naming such an experiment is still an error.
         skipped = [e.name for e in experiments if not paper.config_path(e.name, args.tier).exists()]
         if skipped:
-            console.print(f"[yellow]no '{args.tier}' config (not run at this tier):[/] {', '.join(skipped)}")
+            console.print(
+                f"[yellow]not run at this tier:[/] {len(skipped)} experiment(s) without a '{args.tier}' "
+                f"config ({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''}); "
+                f"`repro list {paper.name}` shows each experiment's tiers"
+            )
         experiments = [e for e in experiments if e.name not in skipped]
     for e in experiments:
         if not e.implemented:
@@ -336,6 +341,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    """A paper with ``sample.py`` samples from its trained models: ``main(argv) -> int`` takes the rest."""
+    paper = get_paper(args.paper)
+    if not (paper.folder / "sample.py").exists():
+        console.print(f"[red]error:[/] {paper.name} has no sampler (papers/{paper.name}/sample.py)")
+        return 2
+    return importlib.import_module(f"papers.{paper.name}.sample").main(args.args)
+
+
 # --------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -403,6 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paper", nargs="?")
     p.add_argument("--quick", action="store_true", help="a short run that only checks the benchmark works")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("sample", help="sample text from a trained model; PAPER --help lists its options")
+    p.add_argument("paper")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the paper's sampler options")
+    p.set_defaults(func=cmd_sample)
     return parser
 
 
