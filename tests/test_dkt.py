@@ -501,12 +501,12 @@ def test_figure3a_draws_mean_over_seeds_per_concept_count(tmp_path, monkeypatch)
 @pytest.mark.slow
 def test_figure1_draws_the_traced_student(smoke_run):
     from papers.dkt import figures
-
     from repro import results
 
     _, root = smoke_run
     folder = root / "dkt" / "assistments_lstm" / "smoke"
-    results.write_json(folder / "aggregate.json", {"records": ["seed1.json"]})  # as `repro reproduce` writes it
+    # as `repro reproduce` writes it
+    results.write_json(folder / "aggregate.json", {"records": ["seed1.json"]})
     paths = figures.make_figures(root / "dkt", "smoke")
     assert root / "dkt" / "figure1_smoke.png" in paths
 

@@ -153,17 +153,26 @@ class Windows(IterableDataset):
         self.inputs, self.targets, self.width, self.repeats = inputs, targets, width, repeats
 
     def __len__(self) -> int:
-        if len(self.inputs) == 0:
-            return 0
+        # A rank with no rows (DDP with fewer streams than devices) still steps through every window, with
+        # empty batches: Lightning refuses a zero-length loader on one rank, and the ranks must all reach
+        # the epoch-end metric sync.
         return -(-self.inputs.shape[1] // self.width) * self.repeats
 
     def __iter__(self):
-        if len(self.inputs) == 0:
-            return
         for start in range(0, self.inputs.shape[1], self.width):
             cols = slice(start, start + self.width)
             for repeat in range(self.repeats):
                 yield {"inputs": self.inputs[:, cols], "targets": self.targets[:, cols], "repeat": repeat}
+
+
+class _EachEpoch(IterableDataset):
+    """Builds its windows anew on every iteration (no length: it can change from epoch to epoch)."""
+
+    def __init__(self, build):
+        self.build = build
+
+    def __iter__(self):
+        yield from self.build()
 
 
 class CharData(RunAwareDataModule):
@@ -242,8 +251,15 @@ class CharData(RunAwareDataModule):
         if hp.batch_size % world:
             raise ValueError(f"data.batch_size {hp.batch_size} must be divisible by the {world} devices")
         inputs, targets = streams(self.parts["train"], hp.batch_size, hp.unroll)
-        repeats = hp.window_repeats[min(self.epoch, len(hp.window_repeats) - 1)]
-        return self._loader(Windows(inputs[rank::world], targets[rank::world], hp.unroll, repeats))
+        inputs, targets = inputs[rank::world], targets[rank::world]
+
+        def epoch_windows() -> Windows:
+            repeats = hp.window_repeats[min(self.epoch, len(hp.window_repeats) - 1)]
+            return Windows(inputs, targets, hp.unroll, repeats)
+
+        # Lightning asks for the training loader once per fit, so the epoch's repeat count is read each time
+        # the loader is iterated (once per epoch), as DKT's loader does.
+        return self._loader(_EachEpoch(epoch_windows))
 
     def _evaluation(self, part: str):
         world, rank = self.world

@@ -110,7 +110,7 @@ def pycaffe_config(tier: str) -> tuple[str, dict]:
         note = "cpu tier: the full recipe for 2 epochs (5 then 2 steps per window), a scale-down."
         trainer["max_epochs"] = 2
     else:
-        note = "smoke tier: the first 20,000 bytes, 10 streams of 50 steps, 4 windows x 2 epochs: seconds."
+        note = "smoke tier: the first 20,000 bytes, 10 streams of 50 steps, 4 training steps x 2 epochs."
         data.update(batch_size=10, unroll=50, eval_chunk=500, limit_chars=20_000)
         trainer.update(max_epochs=2, limit_train_batches=4)
     return note, section_config(model, data, trainer, clip={"gradient_clip_val": 100, "algorithm": "norm"})
