@@ -343,4 +343,3 @@ class DKTData(RunAwareDataModule):
 
     def test_dataloader(self):
         return DataLoader(_Batches(lambda: self.batches(self.test)), batch_size=None)
-
