@@ -759,3 +759,18 @@ def test_committed_configs_and_expected_yaml_are_the_grids_output():
     for name, text in generated.items():
         assert (folder / "configs" / name).read_text() == text, name
     assert (folder / "expected.yaml").read_text() == grid.expected_yaml()
+
+
+@needs_data
+@pytest.mark.slow
+def test_bench_quick_measures_harness_and_plain_loop_side_by_side(tmp_path):
+    from papers.char_rnn import bench
+
+    out = tmp_path / "bench" / "char_rnn.json"
+    report = bench.main(out, quick=True)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    (row,) = report["training"]
+    assert (row["cell"], row["layers"], row["hidden"]) == ("lstm", 1, 64)
+    assert row["harness_chars_per_s"] > 0 and row["plain_chars_per_s"] > 0
+    assert row["ratio"] == pytest.approx(row["harness_chars_per_s"] / row["plain_chars_per_s"], rel=0.01)
+    assert report["min_ratio"] == row["ratio"]
