@@ -38,7 +38,7 @@ from papers.char_rnn.data import (
 )
 from papers.char_rnn.model import CharRNN, CharRNNModule, detach, matched_hidden, parameter_count
 from repro.data import DataError, data_root
-from repro.train import RunSpec, run_seed
+from tests import runs
 
 REPO = Path(__file__).resolve().parent.parent
 WP_DIR = data_root() / "war_and_peace"
@@ -612,32 +612,15 @@ def test_overfits_one_window_of_war_and_peace(wp):
 
 
 def run(root, overrides=(), resume=False, experiment="wp_lstm_2x64"):
-    spec = RunSpec(
-        "char_rnn",
-        experiment,
-        "smoke",
-        seed=1,
-        overrides=list(overrides),
-        resume=resume,
-        progress=False,
-        results_root=root,
-        runs_root=root,
-    )
-    return run_seed(spec)
+    return runs.smoke("char_rnn", experiment, root, overrides, resume)
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     if not WP_DIR.exists():
         pytest.skip(f"no War and Peace under {WP_DIR}")
-    os.environ["WANDB_MODE"] = "disabled"
     root = tmp_path_factory.mktemp("char_rnn_smoke")
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    try:
-        record = run(root)
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
-        os.environ.pop("PL_GLOBAL_SEED", None)
+    record = runs.module_smoke("char_rnn", "wp_lstm_2x64", root)
     return record, root
 
 

@@ -33,7 +33,7 @@ from papers.dkt.data import (
 )
 from papers.dkt.model import DKT, DKTModule, row_chunks, scores
 from repro.data import DataError, data_root
-from repro.train import RunSpec, run_seed
+from tests import runs
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = data_root() / "dkt_assistments"
@@ -350,32 +350,15 @@ def test_auc_accuracy_rmse_golden_values():
 
 
 def run(root, overrides=(), resume=False, experiment="assistments_lstm"):
-    spec = RunSpec(
-        "dkt",
-        experiment,
-        "smoke",
-        seed=1,
-        overrides=list(overrides),
-        resume=resume,
-        progress=False,
-        results_root=root,
-        runs_root=root,
-    )
-    return run_seed(spec)
+    return runs.smoke("dkt", experiment, root, overrides, resume)
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     if not (DATA / "assistments").exists():
         pytest.skip(f"no DKT data under {DATA}")
-    os.environ["WANDB_MODE"] = "disabled"
     root = tmp_path_factory.mktemp("dkt_smoke")
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    try:
-        record = run(root)
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
-        os.environ.pop("PL_GLOBAL_SEED", None)
+    record = runs.module_smoke("dkt", "assistments_lstm", root)
     return record, root
 
 

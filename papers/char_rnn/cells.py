@@ -263,12 +263,7 @@ def analyse(trained: Trained, chars: int, top: int, cells: list[tuple[int, int]]
     matrix, labels = activations(trace, trained.cell)
     hidden = trained.net.hidden_size
     report = {
-        "experiment": trained.experiment,
-        "tier": trained.tier,
-        "seed": trained.seed,
-        "checkpoint": trained.checkpoint_name,
-        "weights": trained.weights,
-        "cell": trained.cell,
+        **trained.provenance(),
         "activation": "tanh(c)" if trained.cell == "lstm" else "h",
         "characters": len(raw),
         "quote_mark": '"',

@@ -113,12 +113,7 @@ def analyse(trained: Trained, chars: int) -> dict:
     ids, raw = head_of_test(trained, chars)
     summary = saturation(trained.net.trace(ids), trained.cell)
     return {
-        "experiment": trained.experiment,
-        "tier": trained.tier,
-        "seed": trained.seed,
-        "checkpoint": trained.checkpoint_name,
-        "weights": trained.weights,
-        "cell": trained.cell,
+        **trained.provenance(),
         "characters": len(raw),
         "thresholds": {"left": LEFT, "right": RIGHT},
         "gates": summary,

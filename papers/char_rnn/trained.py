@@ -58,6 +58,17 @@ class Trained:
     def label(self) -> str:
         return f"{self.experiment} ({self.tier}, seed {self.seed})"
 
+    def provenance(self) -> dict[str, Any]:
+        """What an analysis report says about the model it read."""
+        return {
+            "experiment": self.experiment,
+            "tier": self.tier,
+            "seed": self.seed,
+            "checkpoint": self.checkpoint_name,
+            "weights": self.weights,
+            "cell": self.cell,
+        }
+
 
 def run_folder(experiment: str, tier: str = "cpu", seed: int = 1, runs_root: Path | None = None) -> Path:
     if runs_root is None:
