@@ -10,6 +10,10 @@ x = fraction left-saturated, y = fraction right-saturated, one panel per gate, o
 fractions add up to at most 1, the diagonal x + y = 1; a gate near it is almost always switched fully off or
 fully on, one near the origin works in its linear range. A vanilla RNN has no gates.
 
+The GRU's z is PyTorch's, h_t = (1 − z)⊙n + z⊙h_{t−1}: z near 1 keeps the old state. Where a GRU is
+written h_t = (1 − z)⊙h_{t−1} + z⊙h̃ (as in Chung et al. 2014), z is the mirror image, and its left- and
+right-saturated fractions are ours swapped.
+
 Writes ``results/char_rnn/saturation_<experiment>_<tier>.png`` and ``.json`` (per layer and gate the mean
 fractions, and every unit's pair).
 """
@@ -36,7 +40,7 @@ GATE_NAMES = {
     "f": "forget gate",
     "o": "output gate",
     "r": "reset gate",
-    "z": "update gate",
+    "z": "update gate (PyTorch's: 1 keeps the old state)",
 }
 LEFT, RIGHT = 0.1, 0.9
 
