@@ -18,7 +18,7 @@ from typing import Any
 from repro.papers import TIERS, Experiment, Paper, discover
 from repro.results import RESULTS, ROOT, atomic_write_text, hardware_label, read_json
 from repro.train import wandb_mode
-from repro.verdict import MISS, NO_RESULT, NOT_IMPLEMENTED, NOT_RUN, PASS, SHOWN, fmt
+from repro.verdict import MISS, NO_RESULT, NOT_IMPLEMENTED, NOT_RUN, PASS, SHOWN
 
 RESULTS_IN_REPO = ROOT / "results"
 VERDICTS = (PASS, MISS, SHOWN, NOT_RUN, NOT_IMPLEMENTED, NO_RESULT)  # the order summaries list them in
@@ -167,7 +167,7 @@ def human_time(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     if seconds < 60:
-        return f"{fmt(float(seconds))} s"
+        return f"{seconds:.1f} s"
     total = round(seconds)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)

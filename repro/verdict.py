@@ -161,9 +161,12 @@ def _verdict(
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
+    """``digits`` significant figures, and at least one decimal from 1 up (1.68 nats, 57.3%, 100.0%)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:.{max(digits - 2, 1)}f}"
+    if abs(value) < 1:
+        return f"{value:.{digits}g}"
+    return f"{value:.{max(digits - len(str(int(abs(value)))), 1)}f}"
 
 
 def _text(metric: Metric, row: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from repro.papers import Experiment, Metric, Selection
-from repro.verdict import MISS, NO_RESULT, NOT_IMPLEMENTED, NOT_RUN, PASS, SHOWN, agrees, judge, mean_std
+from repro.verdict import MISS, NO_RESULT, NOT_IMPLEMENTED, NOT_RUN, PASS, SHOWN, agrees, fmt, judge, mean_std
 
 
 def metric(**kw):
@@ -122,3 +122,20 @@ def test_a_metric_may_select_its_seed_by_its_own_rule():
     assert (soft["selected_seed"], soft["reproduced"], soft["verdict"]) == (1, 60.0, MISS)
     assert (rounded["selected_seed"], rounded["reproduced"], rounded["verdict"]) == (2, 100.0, PASS)
     assert agg["selection"]["selected_seed"] == 1 and agg["verdict"] == MISS
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.84127, "0.841"),
+        (0.00271, "0.00271"),
+        (1.67769, "1.68"),
+        (57.333, "57.3"),
+        (100.0, "100.0"),
+        (-1.5, "-1.50"),
+        (None, "–"),
+        (float("nan"), "–"),
+    ],
+)
+def test_fmt_keeps_three_significant_figures_and_a_decimal(value, text):
+    assert fmt(value) == text
