@@ -40,7 +40,7 @@ GATE_NAMES = {
     "f": "forget gate",
     "o": "output gate",
     "r": "reset gate",
-    "z": "update gate (PyTorch's: 1 keeps the old state)",
+    "z": "update gate, PyTorch's",
 }
 LEFT, RIGHT = 0.1, 0.9
 
