@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
 from repro.train import RunSpec, run_seed
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def smoke(paper: str, experiment: str, root: Path, overrides=(), resume: bool = False) -> dict:
@@ -36,3 +41,25 @@ def module_smoke(paper: str, experiment: str, root: Path) -> dict:
     finally:
         torch.use_deterministic_algorithms(deterministic)
         os.environ.pop("PL_GLOBAL_SEED", None)
+
+
+def ddp_smoke(paper: str, experiment: str, root: Path, overrides=()) -> dict:
+    """The same smoke run as 2 CPU processes under Lightning DDP (``python -m repro.train``, as the CLI starts
+    a run), with its one record read back."""
+    env = {
+        **os.environ,
+        "REPRO_RESULTS": str(root / "results"),
+        "REPRO_RUNS": str(root / "runs"),
+        "WANDB_MODE": "disabled",
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [sys.executable, "-m", "repro.train", paper, experiment, "smoke", "1", "--no-progress"]
+    for item in [*overrides, "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu"]:
+        cmd += ["--set", item]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = list((root / "results").rglob("*.json"))
+    assert len(records) == 1, records
+    record = json.loads(records[0].read_text())
+    assert record["hardware"]["devices"] == 2
+    return record

@@ -10,9 +10,6 @@ import gzip
 import hashlib
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -708,22 +705,7 @@ def test_ddp_two_cpu_processes_train_the_single_process_model(smoke_run, tmp_pat
     mean of the two gradients is the single process mean over all streams. Evaluation reads one stream: rank
     1 walks the same windows with empty batches and the summed metrics are synced."""
     single, _ = smoke_run
-    env = {
-        **os.environ,
-        "REPRO_RESULTS": str(tmp_path / "results"),
-        "REPRO_RUNS": str(tmp_path / "runs"),
-        "WANDB_MODE": "disabled",
-        "OMP_NUM_THREADS": "1",
-    }
-    cmd = [sys.executable, "-m", "repro.train", "char_rnn", "wp_lstm_2x64", "smoke", "1", "--no-progress"]
-    for item in ["trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu"]:
-        cmd += ["--set", item]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    records = list((tmp_path / "results").rglob("*.json"))
-    assert len(records) == 1
-    record = json.loads(records[0].read_text())
-    assert record["hardware"]["devices"] == 2
+    record = runs.ddp_smoke("char_rnn", "wp_lstm_2x64", tmp_path)
     assert record["metrics"]["test_characters"] == single["metrics"]["test_characters"]
     for key in ("test_nats", "val_nats"):
         assert record["metrics"][key] == pytest.approx(single["metrics"][key], abs=1e-4), key

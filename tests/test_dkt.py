@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -418,22 +415,7 @@ def test_ddp_two_cpu_processes_train_the_single_process_model(tmp_path, harness_
     process one. Without dropout (whose masks differ per rank) the test AUC matches one process."""
     overrides = ["model.dropout=0.0"]
     single = run(tmp_path / "one", overrides)
-    env = {
-        **os.environ,
-        "REPRO_RESULTS": str(tmp_path / "results"),
-        "REPRO_RUNS": str(tmp_path / "runs"),
-        "WANDB_MODE": "disabled",
-        "OMP_NUM_THREADS": "1",
-    }
-    cmd = [sys.executable, "-m", "repro.train", "dkt", "assistments_lstm", "smoke", "1", "--no-progress"]
-    for item in [*overrides, "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu"]:
-        cmd += ["--set", item]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    records = list((tmp_path / "results").rglob("*.json"))
-    assert len(records) == 1
-    record = json.loads(records[0].read_text())
-    assert record["hardware"]["devices"] == 2
+    record = runs.ddp_smoke("dkt", "assistments_lstm", tmp_path / "two", overrides)
     for key in ("auc", "auc_marginal", "auc_bkt"):
         assert record["metrics"][key] == pytest.approx(single["metrics"][key], abs=1e-4), key
 
