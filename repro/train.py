@@ -59,11 +59,12 @@ def wandb_mode() -> str:
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
-    """The newest epoch checkpoint that can be read; a file cut short by a kill is skipped, not trusted."""
+    """The latest epoch's checkpoint that can be read; a file cut short by a kill is skipped, not trusted.
+    Epochs are ordered by their file names (``epochNNN.ckpt``): two files written within the file system's
+    time resolution have the same mtime."""
     import torch
 
-    candidates = sorted(folder.glob("epoch*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in candidates:
+    for path in sorted(folder.glob("epoch*.ckpt"), reverse=True):
         try:
             torch.load(path, map_location="cpu", weights_only=False)
             return path
