@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -335,8 +336,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for paper in papers:
         if not (paper.folder / "bench.py").exists():
             continue
-        out = args.results / "bench" / f"{paper.name}.json"
-        importlib.import_module(f"papers.{paper.name}.bench").main(out, quick=args.quick)
+        bench = importlib.import_module(f"papers.{paper.name}.bench").main
+        if args.accelerator == "cpu":
+            out = args.results / "bench" / f"{paper.name}.json"
+            bench(out, quick=args.quick)
+        elif "accelerator" in inspect.signature(bench).parameters:
+            out = args.results / "bench" / f"{paper.name}-{args.accelerator}.json"
+            bench(out, quick=args.quick, accelerator=args.accelerator)
+        else:
+            console.print(f"{paper.name}: its benchmark measures the CPU only; skipped")
+            continue
         console.print(f"wrote {out}")
     return 0
 
@@ -416,6 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run benchmarks; JSON under results/bench/")
     p.add_argument("paper", nargs="?")
     p.add_argument("--quick", action="store_true", help="a short run that only checks the benchmark works")
+    p.add_argument(
+        "--accelerator",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="gpu: the benchmarks that have a GPU version, written to <paper>-gpu.json (default: cpu)",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("sample", help="sample text from a trained model; PAPER --help lists its options")

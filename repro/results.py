@@ -74,6 +74,10 @@ def git_state() -> dict[str, Any]:
         return out.stdout.strip()
 
     sha = git("rev-parse", "HEAD")
+    if not sha and os.environ.get("REPRO_GIT_SHA"):
+        # A copy of the tree without .git (a cluster's job folder, a rented GPU machine): the sha the copy was
+        # made from, as its sender states it; whether the copy had edits is unknown.
+        return {"sha": os.environ["REPRO_GIT_SHA"], "dirty": None}
     return {"sha": sha or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 

@@ -145,6 +145,8 @@ def run_seed(spec: RunSpec) -> dict[str, Any] | None:
     started, t0 = results.now(), time.perf_counter()
     git = results.git_state()  # the code that trains, not what HEAD may be when a long run ends
     L.seed_everything(spec.seed, workers=True, verbose=False)
+    # cuBLAS is deterministic only with a fixed workspace, which must be set before CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     model, data = config_lib.instantiate(config)
     trainer = build_trainer(config, spec)

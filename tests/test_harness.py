@@ -530,6 +530,14 @@ def test_git_state_matches_git():
     assert isinstance(state["dirty"], bool)
 
 
+def test_git_state_outside_a_repository_takes_the_stated_sha(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "ROOT", tmp_path)  # a copy of the tree without .git
+    monkeypatch.delenv("REPRO_GIT_SHA", raising=False)
+    assert results.git_state()["sha"] is None
+    monkeypatch.setenv("REPRO_GIT_SHA", "0123abc")
+    assert results.git_state() == {"sha": "0123abc", "dirty": None}
+
+
 def test_package_versions(monkeypatch):
     import lightning
     import torch
@@ -644,6 +652,13 @@ def test_list_shows_experiments_and_tiers(repro_cli):
     line = next(line for line in out.splitlines() if "stack_anbn " in line)
     assert "smoke, cpu" in line
     assert "no result yet" in line
+
+
+def test_gpu_bench_skips_a_paper_whose_benchmark_is_cpu_only(repro_cli, isolated_outputs):
+    rc, out = repro_cli("bench", "dkt", "--accelerator", "gpu")
+    assert rc == 0
+    assert "dkt: its benchmark measures the CPU only; skipped" in out
+    assert not (isolated_outputs / "results" / "bench").exists()
 
 
 def test_list_unknown_paper_is_exit_2(repro_cli):

@@ -8,6 +8,9 @@ Writes ``results/bench/char_rnn.json``. Both paths train on the same War and Pea
 of optimiser steps after the same warm-up, so Trainer set-up is not counted. The plain loop uses one
 multi-layer ``nn.LSTM`` where the harness stacks one-layer modules (for its own dropout generator): the
 ratio includes that difference too.
+
+On a GPU (``repro bench char_rnn --accelerator gpu``, written to ``results/bench/char_rnn-gpu.json``) the same
+comparison runs at the full tier's largest budgets, the models the ``full`` configs are for.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from torch import nn
 from repro import results
 
 SIZES = ((1, 64), (1, 128), (2, 64), (2, 128))  # (layers, LSTM-equivalent budget) of the cpu tier
+GPU_SIZES = ((1, 512), (2, 512), (3, 512))  # the full tier's largest budgets
 WARMUP = 3
 
 
@@ -33,28 +37,39 @@ def windows(steps: int) -> list[dict]:
     return [batch for _, batch in zip(range(steps), data.train_dataloader(), strict=False)]
 
 
-def plain_loop(cell: str, hidden: int, layers: int, batches: list[dict], vocab: int) -> float:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a clock read after it counts that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_loop(
+    cell: str, hidden: int, layers: int, batches: list[dict], vocab: int, device: torch.device
+) -> float:
     """Seconds for the steps after warm-up of a hand-written truncated-BPTT loop."""
     torch.manual_seed(0)
     rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell](vocab, hidden, layers, batch_first=True)
-    decoder = nn.Linear(hidden, vocab)
+    rnn, decoder = rnn.to(device), nn.Linear(hidden, vocab).to(device)
     params = [*rnn.parameters(), *decoder.parameters()]
     optimizer = torch.optim.RMSprop(params, lr=2e-3, alpha=0.95, eps=1e-8)
     state = None
     for step, batch in enumerate(batches):
+        inputs, targets = batch["inputs"].to(device), batch["targets"].to(device)
         if step == WARMUP:
+            synchronize(device)
             start = time.perf_counter()
-        out, state = rnn(F.one_hot(batch["inputs"], vocab).float(), state)
+        out, state = rnn(F.one_hot(inputs, vocab).float(), state)
         state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-        loss = F.cross_entropy(decoder(out).flatten(0, 1), batch["targets"].flatten())
+        loss = F.cross_entropy(decoder(out).flatten(0, 1), targets.flatten())
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_value_(params, 5)
         optimizer.step()
+    synchronize(device)
     return time.perf_counter() - start
 
 
-def harness(cell: str, hidden: int, layers: int, steps: int, vocab: int) -> float:
+def harness(cell: str, hidden: int, layers: int, steps: int, vocab: int, device: torch.device) -> float:
     """Seconds for the steps after warm-up of ``CharRNNModule`` trained by a Lightning Trainer."""
     import lightning as L
     from lightning.pytorch.callbacks import Callback
@@ -68,16 +83,18 @@ def harness(cell: str, hidden: int, layers: int, steps: int, vocab: int) -> floa
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             if batch_idx == WARMUP:
+                synchronize(device)
                 self.start = time.perf_counter()
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            synchronize(device)
             self.end = time.perf_counter()
 
     torch.manual_seed(0)
     clock = Clock()
     trainer = L.Trainer(
         max_steps=steps,
-        accelerator="cpu",
+        accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
         logger=False,
         enable_checkpointing=False,
@@ -93,12 +110,15 @@ def harness(cell: str, hidden: int, layers: int, steps: int, vocab: int) -> floa
     return clock.end - clock.start
 
 
-def main(out: Path, quick: bool = False) -> dict:
+def main(out: Path, quick: bool = False, accelerator: str = "cpu") -> dict:
     from papers.char_rnn.model import matched_hidden
 
-    torch.set_num_threads(1)
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(1)
     steps = 6 if quick else 30
-    sizes = SIZES[:1] if quick else SIZES
+    sizes = GPU_SIZES if device.type == "cuda" else SIZES
+    sizes = sizes[:1] if quick else sizes
     cells = ("lstm",) if quick else ("lstm", "gru", "rnn")
     batches = windows(steps)
     vocab = 87
@@ -107,8 +127,8 @@ def main(out: Path, quick: bool = False) -> dict:
     for layers, budget in sizes:
         for cell in cells:
             hidden = budget if cell == "lstm" else matched_hidden(cell, budget, layers, vocab)
-            plain = plain_loop(cell, hidden, layers, batches, vocab)
-            lightning = harness(cell, hidden, layers, steps, vocab)
+            plain = plain_loop(cell, hidden, layers, batches, vocab, device)
+            lightning = harness(cell, hidden, layers, steps, vocab, device)
             rows.append(
                 {
                     "cell": cell,
@@ -120,13 +140,14 @@ def main(out: Path, quick: bool = False) -> dict:
                     "ratio": round(plain / lightning, 3),
                 }
             )
+    where = "one GPU" if device.type == "cuda" else "one thread"
     report = {
         "paper": "char_rnn",
-        "hardware": results.hardware(),
+        "hardware": results.hardware(accelerator),
         "packages": results.package_versions(),
         "git": results.git_state(),
-        "setting": f"War and Peace windows of 100 streams x 100 steps, one thread, {steps - WARMUP} timed "
-        f"steps after {WARMUP} warm-up steps per measurement",
+        "setting": f"War and Peace windows of 100 streams x 100 steps, {where}, {steps - WARMUP} timed steps "
+        f"after {WARMUP} warm-up steps per measurement",
         "training": rows,
         "min_ratio": min(r["ratio"] for r in rows),
         "measured_at": results.now(),
