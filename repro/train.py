@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,35 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return None
 
 
-def build_trainer(config: dict[str, Any], spec: RunSpec):
+def continue_csv_log(logger, checkpoint: Path) -> None:
+    """Make ``logger`` (a CSVLogger) continue its ``metrics.csv`` in a run resumed from ``checkpoint``
+    (``epochNNN.ckpt``). Lightning's CSV writer deletes an existing file when it is created, and starts
+    with no columns; here the file's rows up to the checkpoint's epoch are kept (later ones were logged
+    before the kill and are logged again) and the writer starts with the file's columns."""
+    import csv
+    import io
+
+    from lightning.pytorch.utilities import rank_zero_only
+
+    log = Path(logger.log_dir) / "metrics.csv"
+    if rank_zero_only.rank != 0 or not log.exists():
+        return
+    epoch = int(checkpoint.stem.removeprefix("epoch"))
+    with log.open(newline="") as file:
+        reader = csv.DictReader(file)
+        columns = list(reader.fieldnames or [])
+        kept = [row for row in reader if not row.get("epoch") or int(float(row["epoch"])) <= epoch]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(kept)
+    with warnings.catch_warnings():  # its "previous log files will be deleted" is not true of this run
+        warnings.filterwarnings("ignore", message="Experiment logs directory")
+        logger.experiment.metrics_keys = columns  # creating the writer deletes the file: write it after
+    results.atomic_write_text(log, text.getvalue())
+
+
+def build_trainer(config: dict[str, Any], spec: RunSpec, resume_from: Path | None = None):
     import lightning as L
     from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
@@ -98,7 +127,10 @@ def build_trainer(config: dict[str, Any], spec: RunSpec):
         old.rename(work / f"checkpoints-before-{results.now().replace(':', '')}")
     wandb_dir = work / "wandb"
     wandb_dir.mkdir(exist_ok=True)
-    loggers = [CSVLogger(save_dir=work, name="csv", version="")]
+    csv_logger = CSVLogger(save_dir=work, name="csv", version="")
+    if resume_from is not None:
+        continue_csv_log(csv_logger, resume_from)
+    loggers = [csv_logger]
     if wandb_mode() != "disabled":
         loggers.append(
             WandbLogger(
@@ -149,8 +181,8 @@ def run_seed(spec: RunSpec) -> dict[str, Any] | None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     model, data = config_lib.instantiate(config)
-    trainer = build_trainer(config, spec)
     ckpt = latest_checkpoint(spec.work_dir / "checkpoints") if spec.resume else None
+    trainer = build_trainer(config, spec, resume_from=ckpt)
     trainer.fit(model, datamodule=data, ckpt_path=ckpt)
     tested = trainer.test(model, datamodule=data, verbose=False)
     if not trainer.is_global_zero:

@@ -877,6 +877,9 @@ def test_resume_equals_uninterrupted(tmp_path, harness_state):
     assert resumed["metrics"]["val_entropy"] == straight["metrics"]["val_entropy"]
     assert resumed["details"]["accuracy_by_n"] == straight["details"]["accuracy_by_n"]
     assert resumed["metrics"] == straight["metrics"]
+    # The CSV log of the resumed run continues the first part's: the same rows as one uninterrupted run.
+    log = "stack_rnn/stack_anbn/smoke/seed1/csv/metrics.csv"
+    assert (tmp_path / "b" / log).read_text() == (tmp_path / "a" / log).read_text()
 
 
 @pytest.mark.slow
