@@ -331,20 +331,28 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+# Benchmarks of the shared layers in repro/, run beside the papers' (``repro bench NAME`` runs one).
+SHARED_BENCHES = {"lstm": "repro.lstm_bench"}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    papers = [get_paper(args.paper)] if args.paper else list(discover().values())
-    for paper in papers:
-        if not (paper.folder / "bench.py").exists():
-            continue
-        bench = importlib.import_module(f"papers.{paper.name}.bench").main
+    if args.paper in SHARED_BENCHES:
+        benches = {args.paper: SHARED_BENCHES[args.paper]}
+    else:
+        papers = [get_paper(args.paper)] if args.paper else list(discover().values())
+        benches = {p.name: f"papers.{p.name}.bench" for p in papers if (p.folder / "bench.py").exists()}
+        if not args.paper:
+            benches.update(SHARED_BENCHES)
+    for name, module in benches.items():
+        bench = importlib.import_module(module).main
         if args.accelerator == "cpu":
-            out = args.results / "bench" / f"{paper.name}.json"
+            out = args.results / "bench" / f"{name}.json"
             bench(out, quick=args.quick)
         elif "accelerator" in inspect.signature(bench).parameters:
-            out = args.results / "bench" / f"{paper.name}-{args.accelerator}.json"
+            out = args.results / "bench" / f"{name}-{args.accelerator}.json"
             bench(out, quick=args.quick, accelerator=args.accelerator)
         else:
-            console.print(f"{paper.name}: its benchmark measures the CPU only; skipped")
+            console.print(f"{name}: its benchmark measures the CPU only; skipped")
             continue
         console.print(f"wrote {out}")
     return 0
@@ -423,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("bench", help="run benchmarks; JSON under results/bench/")
-    p.add_argument("paper", nargs="?")
+    p.add_argument("paper", nargs="?", help="a paper, or a shared layer: lstm (default: all of them)")
     p.add_argument("--quick", action="store_true", help="a short run that only checks the benchmark works")
     p.add_argument(
         "--accelerator",

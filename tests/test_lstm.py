@@ -5,6 +5,8 @@ specs/depth_gated_lstm.md §3.2)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -334,3 +336,18 @@ def test_unknown_variant_and_inconsistent_switches_are_named():
         LSTMVariant(input_gate=False, forget_gate="coupled")
     with pytest.raises(ValueError, match="lower_cells is needed by, and only by"):
         LSTMLayer(3, 4, "dglstm", lower=True)(torch.randn(2, 1, 3))
+
+
+def test_bench_quick_times_the_layer_and_nn_lstm_side_by_side(tmp_path, monkeypatch):
+    from repro import cli
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the bench's one thread stays in the bench
+    assert cli.main(["--results", str(tmp_path), "bench", "lstm", "--quick"]) == 0
+    report = json.loads((tmp_path / "bench" / "lstm.json").read_text())
+    (row,) = report["against_nn_lstm"]
+    assert row["batch"] == 32 and set(row["seconds"]) == {"torch.nn.LSTM", "vanilla", "standard"}
+    assert row["vanilla_vs_nn_lstm"] == pytest.approx(
+        row["seconds"]["torch.nn.LSTM"] / row["seconds"]["vanilla"], rel=0.01
+    )
+    assert report["variants_batch32"]["vanilla"]["slowdown_vs_vanilla"] == 1.0
+    assert set(report["variants_batch32"]) == {"vanilla", "CIFG"}
