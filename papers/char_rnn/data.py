@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from repro.data import DataError, data_root, fetch, verify
-from repro.data.modules import RunAwareDataModule
+from repro.data.modules import EachEpoch, RunAwareDataModule
 
 log = logging.getLogger(__name__)
 
@@ -165,16 +165,6 @@ class Windows(IterableDataset):
                 yield {"inputs": self.inputs[:, cols], "targets": self.targets[:, cols], "repeat": repeat}
 
 
-class _EachEpoch(IterableDataset):
-    """Builds its windows anew on every iteration (no length: it can change from epoch to epoch)."""
-
-    def __init__(self, build):
-        self.build = build
-
-    def __iter__(self):
-        yield from self.build()
-
-
 class CharData(RunAwareDataModule):
     """One corpus as byte ids, split by position, served as truncated-BPTT windows of contiguous streams.
 
@@ -259,7 +249,7 @@ class CharData(RunAwareDataModule):
 
         # Lightning asks for the training loader once per fit, so the epoch's repeat count is read each time
         # the loader is iterated (once per epoch), as DKT's loader does.
-        return self._loader(_EachEpoch(epoch_windows))
+        return self._loader(EachEpoch(epoch_windows))
 
     def _evaluation(self, part: str):
         world, rank = self.world

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from papers.dkt.simulate import read_info, simulate
 from repro.data import DataError, data_root, fetch
-from repro.data.modules import RunAwareDataModule
+from repro.data.modules import EachEpoch, RunAwareDataModule
 
 log = logging.getLogger(__name__)
 
@@ -202,16 +202,6 @@ def collate(students: list[Student], group: list[int], world: int, rank: int) ->
     }
 
 
-class _Batches(IterableDataset):
-    """Re-creates its list of batches on every iteration, so each training epoch gets its own order."""
-
-    def __init__(self, build):
-        self.build = build
-
-    def __iter__(self):
-        yield from self.build()
-
-
 class DKTData(RunAwareDataModule):
     """One DKT data set with its fixed train/test split and a validation split carved from train by student.
 
@@ -336,10 +326,10 @@ class DKTData(RunAwareDataModule):
         return [collate(students, g, world, rank) for g in groups]
 
     def train_dataloader(self):
-        return DataLoader(_Batches(lambda: self.batches(self.train, self.epoch)), batch_size=None)
+        return DataLoader(EachEpoch(lambda: self.batches(self.train, self.epoch)), batch_size=None)
 
     def val_dataloader(self):
-        return DataLoader(_Batches(lambda: self.batches(self.val)), batch_size=None)
+        return DataLoader(EachEpoch(lambda: self.batches(self.val)), batch_size=None)
 
     def test_dataloader(self):
-        return DataLoader(_Batches(lambda: self.batches(self.test)), batch_size=None)
+        return DataLoader(EachEpoch(lambda: self.batches(self.test)), batch_size=None)

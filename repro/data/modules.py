@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 import lightning as L
+from torch.utils.data import IterableDataset
+
+
+class EachEpoch(IterableDataset):
+    """Batches built anew each time a loader is iterated (once per epoch): a fresh order, fresh data or a
+    schedule that depends on the epoch. ``build()`` returns the batches; there is no length, as their number
+    may change from epoch to epoch. Serve it with ``DataLoader(EachEpoch(build), batch_size=None)``."""
+
+    def __init__(self, build):
+        self.build = build
+
+    def __iter__(self):
+        yield from self.build()
 
 
 class RunAwareDataModule(L.LightningDataModule):
