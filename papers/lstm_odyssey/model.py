@@ -71,9 +71,12 @@ class OdysseyModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         nll, frames = self.frame_nll(batch)
-        loss = nll / frames
-        self.log("train/nll", loss, prog_bar=True, batch_size=int(frames))
-        return loss
+        self.log("train/nll", nll / frames, prog_bar=True, batch_size=int(frames))
+        world = self.trainer.world_size
+        if world == 1:
+            return nll / frames
+        # DDP averages the ranks' gradients: scaled so, a step is the single-process step on the whole batch.
+        return nll * world / self.trainer.strategy.reduce(frames.detach(), reduce_op="sum")
 
     def evaluate(self, batch):
         nll, frames = self.frame_nll(batch)
