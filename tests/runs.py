@@ -31,6 +31,16 @@ def smoke(paper: str, experiment: str, root: Path, overrides=(), resume: bool = 
     return run_seed(spec)
 
 
+def resumed_and_straight(paper: str, experiment: str, root: Path) -> tuple[dict, dict]:
+    """The records of a 3-epoch smoke run stopped after its second epoch and resumed (under root/b), and of
+    one uninterrupted 3-epoch run (under root/a); the resumed one must start from ``epoch001.ckpt``."""
+    straight = smoke(paper, experiment, root / "a", ["trainer.max_epochs=3"])
+    smoke(paper, experiment, root / "b", ["trainer.max_epochs=2"])
+    resumed = smoke(paper, experiment, root / "b", ["trainer.max_epochs=3"], resume=True)
+    assert resumed["resumed_from"] == "checkpoints/epoch001.ckpt"
+    return resumed, straight
+
+
 def module_smoke(paper: str, experiment: str, root: Path) -> dict:
     """``smoke`` for a module-scoped fixture: it cannot use the ``harness_state`` fixture, so it undoes what
     run_seed changes globally (deterministic algorithms, PL_GLOBAL_SEED) itself."""

@@ -396,10 +396,7 @@ def test_smoke_baseline_aucs_score_the_same_positions_as_dkt(smoke_run):
 @needs_data
 @pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, harness_state):
-    straight = run(tmp_path / "a", ["trainer.max_epochs=3"])
-    run(tmp_path / "b", ["trainer.max_epochs=2"])
-    resumed = run(tmp_path / "b", ["trainer.max_epochs=3"], resume=True)
-    assert resumed["resumed_from"] == "checkpoints/epoch001.ckpt"
+    resumed, straight = runs.resumed_and_straight("dkt", "assistments_lstm", tmp_path)
     ckpt = "dkt/assistments_lstm/smoke/seed1/checkpoints/epoch002.ckpt"
     a = torch.load(tmp_path / "a" / ckpt, weights_only=False)["state_dict"]
     b = torch.load(tmp_path / "b" / ckpt, weights_only=False)["state_dict"]

@@ -199,10 +199,7 @@ def test_early_stopping_ends_training_and_the_test_uses_the_best_epoch(tmp_path,
 @needs_data
 @pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, harness_state):
-    straight = run(tmp_path / "a", ["trainer.max_epochs=3"])
-    run(tmp_path / "b", ["trainer.max_epochs=2"])
-    resumed = run(tmp_path / "b", ["trainer.max_epochs=3"], resume=True)
-    assert resumed["resumed_from"] == "checkpoints/epoch001.ckpt"
+    resumed, straight = runs.resumed_and_straight("lstm_odyssey", "vanilla", tmp_path)
     assert resumed["metrics"] == straight["metrics"]
     assert resumed["details"] == straight["details"]
 
