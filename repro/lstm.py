@@ -30,8 +30,10 @@ separate forget gate: ``forget_gate="on"``.
 With peepholes off and every gate on, the layer is ``torch.nn.LSTM`` (``copy_from_torch`` maps the weights).
 
 Speed: the input projections of all steps are one matrix product before the time loop, and each step's
-recurrent projections one more; the loop itself is TorchScript (``_scan``), which runs it without the Python
-interpreter. ``repro bench lstm`` (papers/lstm_odyssey/bench.py) measures it against ``torch.nn.LSTM``.
+recurrent projections one more. The loop, forward and backward, is TorchScript run without autograd: the
+backward (``_backward_scan``, the chain rule of the equations above, checked against autograd in the tests)
+carries only what flows along the sequence and takes the weights' gradients as one product over all steps.
+``repro bench lstm`` (repro/lstm_bench.py) measures it against ``torch.nn.LSTM``.
 """
 
 from __future__ import annotations
@@ -164,9 +166,10 @@ class LSTMLayer(nn.Module):
 
     @torch.no_grad()
     def trace(self, x: torch.Tensor, state=None, lower_cells=None) -> dict[str, torch.Tensor]:
-        """Every step's y, c, z and gates i, f, o, d (``T × B × N``; a gate the variant lacks is absent)."""
+        """Every step's y, c, z, gates i, f, o, d and h(c) (``T × B × N``; what a variant lacks is absent)."""
         values = _forward_scan(*self.scan_inputs(x, state, lower_cells), self.flags())
-        return {k: v for k, v in zip(("y", "c", "z", "i", "f", "o", "d"), values, strict=True) if v.numel()}
+        names = ("y", "c", "z", "i", "f", "o", "d", "h")
+        return {k: v for k, v in zip(names, values, strict=True) if v.numel()}
 
     def flags(self) -> list[int]:
         cfg = self.config
@@ -208,6 +211,12 @@ class LSTMLayer(nn.Module):
             lower if lower is not None else empty,
             self.depth_lower if cfg.depth_gate and self.lower else empty,
         ]
+
+
+@torch.jit.script
+def _tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x) = 2σ(2x) − 1: on the CPU, PyTorch's sigmoid kernel is several times faster than its tanh."""
+    return torch.sigmoid(x * 2.0) * 2.0 - 1.0
 
 
 @torch.jit.script
@@ -254,7 +263,8 @@ def _forward_scan(
     flags: list[int],
 ) -> list[torch.Tensor]:
     """The time loop of the module docstring's equations, without autograd; ``projected`` holds W x_t + b of
-    every step. Returns y, c and every gate of every step (``T × B × N``; an absent gate is empty).
+    every step. Returns y, c, z, the gates i, f, o, d and h(c) of every step (``T × B × N``; an absent gate,
+    and h when h is the identity, is empty).
     flags: input gate, forget gate (0 on, 1 off, 2 coupled), output gate, tanh g, tanh h, depth gate."""
     input_gate, forget, output_gate = flags[0] == 1, flags[1], flags[2] == 1
     input_tanh, output_tanh, depth_gate = flags[3] == 1, flags[4] == 1, flags[5] == 1
@@ -264,13 +274,13 @@ def _forward_scan(
     empty = y0.new_empty(0)
     y, c = y0, c0
     gates_prev = y0.new_zeros(y0.shape[0], 3 * n)
-    ys, cs, zs, is_, fs, os_, ds = [], [], [], [], [], [], []
+    ys, cs, zs, is_, fs, os_, ds, hs = [], [], [], [], [], [], [], []
     for t in range(projected.shape[0]):
         pre = projected[t]
         rec = torch.addmm(pre[:, :recurrent], y, weight_r.t())
         if fgr:
             rec = torch.cat([rec[:, :n], torch.addmm(rec[:, n:], gates_prev, weight_gates.t())], 1)
-        z = torch.tanh(rec[:, :n]) if input_tanh else rec[:, :n]
+        z = _tanh(rec[:, :n]) if input_tanh else rec[:, :n]
         k = n
         i = empty
         if input_gate:
@@ -291,7 +301,7 @@ def _forward_scan(
                 d_pre = torch.addcmul(d_pre, depth_lower, lower[t])
             d = torch.sigmoid(d_pre)
             c_new = torch.addcmul(c_new, d, lower[t])
-        h = torch.tanh(c_new) if output_tanh else c_new
+        h = _tanh(c_new) if output_tanh else c_new
         o = empty
         if output_gate:
             o = torch.sigmoid(_peep(rec[:, k : k + n], c_new, p_o))
@@ -308,8 +318,15 @@ def _forward_scan(
         fs.append(f)
         os_.append(o)
         ds.append(d)
+        hs.append(h)
     out = [torch.stack(ys), torch.stack(cs), torch.stack(zs)]
-    for gate, on in ((is_, input_gate), (fs, forget != 1), (os_, output_gate), (ds, depth_gate)):
+    for gate, on in (
+        (is_, input_gate),
+        (fs, forget != 1),
+        (os_, output_gate),
+        (ds, depth_gate),
+        (hs, output_tanh),
+    ):
         out.append(torch.stack(gate) if on else empty)
     return out
 
@@ -325,6 +342,7 @@ def _backward_scan(
     fs: torch.Tensor,
     os_: torch.Tensor,
     ds: torch.Tensor,
+    hs: torch.Tensor,
     y0: torch.Tensor,
     c0: torch.Tensor,
     weight_r: torch.Tensor,
@@ -357,7 +375,7 @@ def _backward_scan(
         c_prev = cs[t - 1] if t > 0 else c0
         c = cs[t]
         z = zs[t]
-        h = torch.tanh(c) if output_tanh else c
+        h = hs[t] if output_tanh else c
         d_y = d_ys[t] + d_y_next
         d_c = d_cs[t] + d_c_next
         parts = []
@@ -474,7 +492,7 @@ class _Scan(torch.autograd.Function):
     def forward(
         ctx, flags, projected, weight_r, y0, c0, p_i, p_f, p_o, p_d, weight_gates, lower, depth_lower
     ):
-        ys, cs, zs, is_, fs, os_, ds = _forward_scan(
+        ys, cs, zs, is_, fs, os_, ds, hs = _forward_scan(
             projected, weight_r, y0, c0, p_i, p_f, p_o, p_d, weight_gates, lower, depth_lower, flags
         )
         ctx.flags = flags
@@ -486,6 +504,7 @@ class _Scan(torch.autograd.Function):
             fs,
             os_,
             ds,
+            hs,
             y0,
             c0,
             weight_r,
