@@ -150,13 +150,13 @@ def test_every_variant_builds_and_unknown_names_are_listed():
 @needs_data
 def test_overfits_one_batch():
     torch.manual_seed(0)
-    data = JSBData(batch_size=4)
+    data = JSBData(batch_size=2)
     data.setup()
     batch = data.training_batches(0)[0]
     module = OdysseyModule(hidden_size=32, lr=0.5, momentum=0.9)
     optimizer = module.configure_optimizers()
     start = None
-    for _ in range(300):
+    for _ in range(150):
         nll, frames = module.frame_nll(batch)
         loss = nll / frames
         start = start or float(loss)
