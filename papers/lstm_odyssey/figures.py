@@ -12,6 +12,7 @@ I_{ν/(ν+t²)}(ν/2, 1/2) through the regularised incomplete beta function.
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -59,18 +60,13 @@ def incomplete_beta(x: float, a: float, b: float) -> float:
 
 def welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
     """Welch's unequal-variance t-test of mean(a) − mean(b): (t, degrees of freedom, two-sided p)."""
-    (ma, va), (mb, vb) = mean_var(a), mean_var(b)
-    sa, sb = va / len(a), vb / len(b)
+    ma, mb = statistics.fmean(a), statistics.fmean(b)
+    sa, sb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     if sa + sb == 0.0:
         return (0.0 if ma == mb else math.copysign(math.inf, ma - mb)), math.nan, float(ma == mb)
     t = (ma - mb) / math.sqrt(sa + sb)
     df = (sa + sb) ** 2 / (sa**2 / (len(a) - 1) + sb**2 / (len(b) - 1))
     return t, df, incomplete_beta(df / (df + t * t), df / 2, 0.5)
-
-
-def mean_var(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    return mean, sum((v - mean) ** 2 for v in values) / (len(values) - 1)
 
 
 def test_nlls(results_dir: Path, tier: str) -> dict[str, list[float]]:
@@ -90,15 +86,20 @@ def comparison(runs: dict[str, list[float]]) -> list[dict]:
     base = runs.get("vanilla", [])
     rows = []
     for name, values in runs.items():
-        mean = sum(values) / len(values)
-        std = math.sqrt(mean_var(values)[1]) if len(values) > 1 else math.nan
-        row = {"variant": name, "n": len(values), "mean": mean, "std": std, "median": median(values)}
+        mean = statistics.fmean(values)
+        std = statistics.stdev(values) if len(values) > 1 else math.nan
+        row = {
+            "variant": name,
+            "n": len(values),
+            "mean": mean,
+            "std": std,
+            "median": statistics.median(values),
+        }
         row.update(t=None, df=None, p=None, spread=None)
         if name != "vanilla" and len(values) > 1 and len(base) > 1:
             row["t"], row["df"], row["p"] = welch(values, base)
-            base_mean, base_var = mean_var(base)
-            difference = mean - base_mean
-            if abs(difference) <= std + math.sqrt(base_var):
+            difference = mean - statistics.fmean(base)
+            if abs(difference) <= std + statistics.stdev(base):
                 row["spread"] = "within the seed spread"
             else:
                 row["spread"] = (
@@ -106,12 +107,6 @@ def comparison(runs: dict[str, list[float]]) -> list[dict]:
                 )
         rows.append(row)
     return rows
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def verdict(row: dict) -> str:
@@ -172,8 +167,8 @@ def draw(runs: dict[str, list[float]], tier: str, out: Path) -> Path:
     would flatten every other box, so they are drawn as arrows at the top edge with their values written."""
     fig, ax = plt.subplots(figsize=(8, 4))
     names = list(runs)
-    reference = (
-        median(runs["vanilla"]) if "vanilla" in runs else median([v for vs in runs.values() for v in vs])
+    reference = statistics.median(
+        runs["vanilla"] if "vanilla" in runs else [v for vs in runs.values() for v in vs]
     )
     limit = 2 * reference  # anything above twice vanilla's median is off the scale
     shown = [[v for v in runs[n] if v <= limit] for n in names]
