@@ -59,19 +59,24 @@ def wandb_mode() -> str:
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The latest epoch's checkpoint that can be read; a file cut short by a kill is skipped, not trusted.
-    Epochs are ordered by their file names (``epochNNN.ckpt``): two files written within the file system's
-    time resolution have the same mtime."""
+def load_latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The latest epoch's checkpoint that can be read, and its contents; a file cut short by a kill is
+    skipped, not trusted. Epochs are ordered by their file names (``epochNNN.ckpt``): two files written
+    within the file system's time resolution have the same mtime."""
     import torch
 
     for path in sorted(folder.glob("epoch*.ckpt"), reverse=True):
         try:
-            torch.load(path, map_location="cpu", weights_only=False)
-            return path
+            return path, torch.load(path, map_location="cpu", weights_only=False)
         except Exception:  # noqa: BLE001 - any unreadable file means "not a usable checkpoint"
             continue
     return None
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The path of ``load_latest_checkpoint``: what a resumed run starts from."""
+    found = load_latest_checkpoint(folder)
+    return found[0] if found else None
 
 
 def continue_csv_log(logger, checkpoint: Path) -> None:

@@ -23,7 +23,7 @@ from papers.char_rnn.data import CharData
 from papers.char_rnn.model import CharRNN
 from repro import config as config_lib
 from repro import results
-from repro.train import latest_checkpoint
+from repro.train import load_latest_checkpoint
 
 PAPER = "char_rnn"
 FOLDER = Path(__file__).resolve().parent
@@ -87,11 +87,11 @@ def reproduce_command(experiment: str, tier: str) -> str:
 def newest_checkpoint(
     experiment: str, tier: str, seed: int, runs_root: Path | None = None
 ) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint of the latest epoch that can be read (``repro.train.latest_checkpoint``), loaded."""
+    """The latest readable epoch checkpoint and its contents (``repro.train.load_latest_checkpoint``)."""
     folder = run_folder(experiment, tier, seed, runs_root) / "checkpoints"
-    path = latest_checkpoint(folder)
-    if path is not None:
-        return path, torch.load(path, map_location="cpu", weights_only=False)
+    found = load_latest_checkpoint(folder)
+    if found is not None:
+        return found
     raise FileNotFoundError(
         f"no readable checkpoint in {folder}: train {experiment} ({tier} tier, seed {seed}) first with "
         f"`{reproduce_command(experiment, tier)}`"

@@ -23,15 +23,15 @@ import torch  # noqa: E402
 
 from papers.stack_rnn.model import StackRNNModule  # noqa: E402
 from papers.stack_rnn.tasks import make_stream  # noqa: E402
-from repro.train import latest_checkpoint  # noqa: E402
+from repro.train import load_latest_checkpoint  # noqa: E402
 
 
 def load_module(run_dir: Path, rounding: bool) -> StackRNNModule:
     """The snapshot the test used: the best soft one, or the best rounded one with ``rounding``."""
-    path = latest_checkpoint(Path(run_dir) / "checkpoints")
-    if path is None:
+    found = load_latest_checkpoint(Path(run_dir) / "checkpoints")
+    if found is None:
         raise FileNotFoundError(f"no readable checkpoint in {Path(run_dir) / 'checkpoints'}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    _, checkpoint = found
     module = StackRNNModule(**checkpoint["hyper_parameters"])
     if not module.has_stacks:
         raise ValueError(f"{run_dir} is a {module.hparams.architecture} run: it has no stacks to trace")
