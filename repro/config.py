@@ -62,7 +62,13 @@ def load(path: Path, overrides: list[str] | tuple[str, ...] = (), seed: int | No
     for item in overrides:
         apply_override(raw, item)
     check_keys(raw, source=str(path))
-    return resolve(raw)
+    resolved = resolve(raw)
+    # A LightningModule may check what spans sections (a glimpse wider than the data's canvas) when the config
+    # is read, rather than at the first batch: ``check_config(resolved)`` raising ConfigError.
+    check = getattr(import_class(resolved["model"]["class_path"]), "check_config", None)
+    if check is not None:
+        check(resolved)
+    return resolved
 
 
 def apply_override(config: dict[str, Any], item: str) -> None:

@@ -1,0 +1,387 @@
+"""The Recurrent Attention Model (Mnih et al. 2014, spec §3) and the paper's feed-forward baselines.
+
+RAM looks at an image through N glimpses. At step t the glimpse sensor ρ(x, l) cuts k square patches centred
+at location l (the first g × g, each next one twice as wide), average-pools each to g × g and concatenates
+them. The glimpse network mixes what and where::
+
+    h_g = ReLU(W_g ρ + b),   h_l = ReLU(W_l l + b),   g_t = ReLU(W_hg h_g + W_hl h_l + b)      (128, 128, 256)
+
+the core is a ReLU RNN of 256 units, ``h_t = ReLU(W_h h_{t-1} + W_c g_t + b)``, and the location network
+emits the mean of a fixed-variance Gaussian, ``μ_t = tanh(W_μ h_t + b)``, from which the next location
+``l_t ~ N(μ_t, σ² I)`` is drawn (then clipped to [−1, 1]). The first location is random (it comes with the
+example). After the last glimpse the action network classifies, ``softmax(W_a h_N + b)``.
+
+The hybrid loss: cross-entropy of the classifier, back-propagated through the core and the glimpse network;
+REINFORCE for the location policy, ``−Σ_t (R − b_t) log N(l_t; μ_t, σ²)`` with reward R = 1 when the final
+prediction is right, and a learned baseline ``b_t = W_b h_t + b`` trained by its own squared error towards R.
+Three detaches make the estimator the paper's (spec §3, pitfalls 3-4): the sampled l_t (no gradient through
+the sampling or through the glimpse's dependence on l_t, so the classification loss never reaches the location
+network), b_t inside the REINFORCE term, and h_t at the baseline's input (the baseline only reduces variance; it
+does not shape the features). ``locator_detach_core`` also cuts REINFORCE off from the core (kevinzakka's port).
+
+Evaluation scores the weights of the best validation epoch on the fixed test canvases with the locator
+deterministic (l_t = μ_t, the first location the example's seeded draw): ``test_error``, the number the paper's
+values are compared with. ``eval_rollouts`` M > 0 adds ``test_error_sampled`` (one stochastic rollout) and
+``test_error_mc`` (class probabilities averaged over M rollouts: shown, never compared with the paper).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import SumMetric
+
+from repro.callbacks import BestWeights
+from repro.config import ConfigError
+
+CLASSES = 10
+EXAMPLE_PATHS = 16  # test canvases whose glimpse paths the record keeps, for the figures
+
+
+class ImageClassifier(L.LightningModule):
+    """What RAM and the baselines share: the optimiser and its linear decay, test error on the validation and
+    test canvases in %, and testing the best validation epoch.
+
+    Args:
+        optimizer: ``sgd`` (momentum, the paper's) or ``adam``.
+        lr: initial learning rate; with ``lr_decay`` linear it falls linearly to 0 over ``trainer.max_epochs``.
+        momentum: SGD momentum (ignored by Adam).
+    """
+
+    def __init__(
+        self, optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.9, lr_decay: str = "linear"
+    ):
+        super().__init__()
+        if optimizer not in ("sgd", "adam"):
+            raise ValueError(f"model.optimizer must be sgd or adam, not {optimizer!r}")
+        if lr_decay not in ("linear", "none"):
+            raise ValueError(f"model.lr_decay must be linear or none, not {lr_decay!r}")
+        self.errors = SumMetric()
+        self.seen = SumMetric()
+        self.best = BestWeights("val/error", mode="min")
+
+    def configure_callbacks(self):
+        return [self.best]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        if hp.optimizer == "adam":
+            optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr)
+        else:
+            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum)
+        if hp.lr_decay == "none":
+            return optimizer
+        epochs = self.trainer.max_epochs
+        # Epoch e trains at lr * (1 - e / epochs): the last epoch at lr / epochs, then 0.
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(0.0, 1 - e / epochs))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+    def error_percent(self) -> float:
+        value = 100 * float(self.errors.compute() / self.seen.compute())
+        self.errors.reset()
+        self.seen.reset()
+        return value
+
+    @staticmethod
+    def count(logits: torch.Tensor, labels: torch.Tensor, errors: SumMetric, seen: SumMetric | None = None):
+        errors.update((logits.argmax(-1) != labels).sum().float())
+        if seen is not None:
+            seen.update(torch.tensor(float(len(labels)), device=labels.device))
+
+    def validation_step(self, batch, batch_idx):
+        self.count(self.classify(batch), batch["labels"], self.errors, self.seen)
+
+    def on_validation_epoch_end(self):
+        self.log("val/error", self.error_percent(), prog_bar=True)
+
+    def test_step(self, batch, batch_idx):
+        self.count(self.classify(batch), batch["labels"], self.errors, self.seen)
+
+    def on_test_epoch_end(self):
+        self.log_dict(
+            {
+                "test_error": self.error_percent(),
+                "val_error": self.best.best,
+                "best_epoch": float(self.best.best_epoch if self.best.best_epoch is not None else -1),
+                "parameters": float(sum(p.numel() for p in self.parameters())),
+            }
+        )
+
+    def test_details(self) -> dict:
+        return {"val_curve": self.best.history}
+
+
+class GlimpseSensor(nn.Module):
+    """ρ(x, l): ``scales`` square patches centred at l, widths size · 2^s, each average-pooled to size × size.
+
+    A location is (x, y) in [−1, 1]², (−1, −1) the top-left corner; it maps to the pixel
+    ``floor((l + 1) / 2 · W)`` (spec §3's decision). Pixels outside the image are 0. Batched: one gather of
+    the largest patch for the whole batch, then each scale is a centred crop of it pooled by 2^s.
+    """
+
+    def __init__(self, size: int, scales: int):
+        super().__init__()
+        if size < 1 or scales < 1:
+            raise ValueError(f"glimpse size and scales must be >= 1, not {size} and {scales}")
+        self.size, self.scales = size, scales
+        self.widest = size * 2 ** (scales - 1)
+
+    @property
+    def features(self) -> int:
+        return self.scales * self.size * self.size
+
+    def largest_patch(self, images: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
+        """B × widest × widest: the widest patch around each location."""
+        batch, _, height, width = images.shape
+        w = self.widest
+        padded = F.pad(images[:, 0], (w, w, w, w))
+        centre = torch.floor((locations.clamp(-1, 1) + 1) / 2 * torch.tensor([width, height]).to(locations))
+        top_left = centre.long() - w // 2 + w  # + w: the padding
+        span = torch.arange(w, device=images.device)
+        rows = (top_left[:, 1, None] + span)[:, :, None]
+        cols = (top_left[:, 0, None] + span)[:, None, :]
+        return padded[torch.arange(batch, device=images.device)[:, None, None], rows, cols]
+
+    def forward(self, images: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
+        patch = self.largest_patch(images, locations).unsqueeze(1)
+        views = []
+        for s in range(self.scales):
+            width, offset = self.size * 2**s, (self.widest - self.size * 2**s) // 2
+            crop = patch[:, :, offset : offset + width, offset : offset + width]
+            views.append(F.avg_pool2d(crop, 2**s).flatten(1))
+        return torch.cat(views, dim=1)
+
+
+class Rollout(NamedTuple):
+    logits: torch.Tensor  # B × 10, from the last step
+    log_probs: torch.Tensor  # B × (N−1): log N(l_t; μ_t, σ²) of the sampled locations (0 when deterministic)
+    baselines: torch.Tensor  # B × (N−1)
+    locations: torch.Tensor  # B × N × 2: where each glimpse looked
+
+
+class RAMModule(ImageClassifier):
+    """Args:
+    glimpses: N, glimpses per image (the classification happens after the last).
+    glimpse_size: g, the narrowest patch's width (8 for 28×28, 12 for 60×60 and 100×100).
+    scales: k, patches per glimpse, each twice as wide as the previous.
+    glimpse_hidden, location_hidden, glimpse_features, hidden: the widths 128, 128, 256 and 256 of §3.
+    location_std: σ of the location policy (unreported in the paper; spec pitfall 2).
+    locator_detach_core: REINFORCE trains the location network only, not the core (default: both, the paper's).
+    eval_rollouts: M; > 0 adds the one-rollout and M-rollout-averaged stochastic test errors.
+    optimizer, lr, momentum, lr_decay: see ImageClassifier.
+    """
+
+    def __init__(
+        self,
+        glimpses: int = 6,
+        glimpse_size: int = 8,
+        scales: int = 1,
+        glimpse_hidden: int = 128,
+        location_hidden: int = 128,
+        glimpse_features: int = 256,
+        hidden: int = 256,
+        location_std: float = 0.1,
+        locator_detach_core: bool = False,
+        eval_rollouts: int = 0,
+        optimizer: str = "sgd",
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        lr_decay: str = "linear",
+    ):
+        super().__init__(optimizer, lr, momentum, lr_decay)
+        if glimpses < 1:
+            raise ValueError(f"model.glimpses must be >= 1, not {glimpses}")
+        if location_std <= 0:
+            raise ValueError(f"model.location_std must be > 0, not {location_std}")
+        self.save_hyperparameters()
+        self.sensor = GlimpseSensor(glimpse_size, scales)
+        self.what = nn.Linear(self.sensor.features, glimpse_hidden)
+        self.where = nn.Linear(2, location_hidden)
+        self.what_out = nn.Linear(glimpse_hidden, glimpse_features)
+        self.where_out = nn.Linear(location_hidden, glimpse_features)
+        self.core_hidden = nn.Linear(hidden, hidden)
+        self.core_input = nn.Linear(glimpse_features, hidden)
+        self.locator = nn.Linear(hidden, 2)
+        self.baseline = nn.Linear(hidden, 1)
+        self.classifier = nn.Linear(hidden, CLASSES)
+        self.sampled_errors, self.mc_errors = SumMetric(), SumMetric()
+        self.sampled_seen = SumMetric()
+        self.example_paths: dict | None = None
+
+    @classmethod
+    def check_config(cls, config: dict) -> None:
+        model, data = config["model"]["init_args"], config["data"]["init_args"]
+        widest = model["glimpse_size"] * 2 ** (model["scales"] - 1)
+        if widest > data["canvas"]:
+            raise ConfigError(
+                f"the widest glimpse patch ({model['glimpse_size']} x 2^{model['scales'] - 1} = {widest} pixels) "
+                f"is wider than the {data['canvas']}-pixel canvas: lower model.scales or model.glimpse_size"
+            )
+
+    def glimpse(self, images: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
+        what = F.relu(self.what(self.sensor(images, locations)))
+        where = F.relu(self.where(locations))
+        return F.relu(self.what_out(what) + self.where_out(where))
+
+    def rollout(self, images: torch.Tensor, start: torch.Tensor, sample: bool, generator=None) -> Rollout:
+        """Glimpse N times from ``start``; ``sample``: draw each next location from the policy (training),
+        else look at its mean (deterministic evaluation)."""
+        hp = self.hparams
+        h = images.new_zeros(len(images), hp.hidden)
+        location = start
+        log_probs, baselines, locations = [], [], [start]
+        for t in range(hp.glimpses):
+            h = F.relu(self.core_hidden(h) + self.core_input(self.glimpse(images, location)))
+            if t == hp.glimpses - 1:
+                break
+            mean = torch.tanh(self.locator(h.detach() if hp.locator_detach_core else h))
+            if sample:
+                noise = torch.randn(mean.shape, device=mean.device, generator=generator)
+                drawn = (mean + hp.location_std * noise).detach()
+                log_probs.append(gaussian_log_prob(drawn, mean, hp.location_std))
+                location = drawn.clamp(-1, 1)
+            else:
+                log_probs.append(torch.zeros(len(images), device=images.device))
+                location = mean.detach()
+            baselines.append(self.baseline(h.detach()).squeeze(-1))
+            locations.append(location)
+        empty = images.new_zeros(len(images), 0)
+        return Rollout(
+            self.classifier(h),
+            torch.stack(log_probs, 1) if log_probs else empty,
+            torch.stack(baselines, 1) if baselines else empty,
+            torch.stack(locations, 1),
+        )
+
+    def hybrid_loss(self, rollout: Rollout, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        reward = (rollout.logits.argmax(-1) == labels).float()
+        advantage = reward[:, None] - rollout.baselines.detach()
+        parts = {
+            "ce": F.cross_entropy(rollout.logits, labels),
+            "reinforce": -(advantage * rollout.log_probs).sum(1).mean(),
+            "baseline": (rollout.baselines - reward[:, None]).pow(2).sum(1).mean(),
+        }
+        parts["loss"] = parts["ce"] + parts["reinforce"] + parts["baseline"]
+        parts["reward"] = reward.mean()
+        return parts
+
+    def training_step(self, batch, batch_idx):
+        parts = self.hybrid_loss(self.rollout(batch["images"], batch["start"], sample=True), batch["labels"])
+        size = len(batch["labels"])
+        self.log_dict({f"train/{k}": v for k, v in parts.items() if k != "reward"}, batch_size=size)
+        self.log("train/reward", parts["reward"], prog_bar=True, batch_size=size)
+        return parts["loss"]
+
+    def classify(self, batch) -> torch.Tensor:
+        return self.rollout(batch["images"], batch["start"], sample=False).logits
+
+    def test_step(self, batch, batch_idx):
+        deterministic = self.rollout(batch["images"], batch["start"], sample=False)
+        self.count(deterministic.logits, batch["labels"], self.errors, self.seen)
+        if batch_idx == 0 and self.example_paths is None:
+            k = EXAMPLE_PATHS
+            self.example_paths = {
+                "index": list(range(min(k, len(batch["labels"])))),
+                "labels": batch["labels"][:k].tolist(),
+                "predictions": deterministic.logits[:k].argmax(-1).tolist(),
+                "locations": deterministic.locations[:k].tolist(),
+            }
+        rollouts = self.hparams.eval_rollouts
+        if rollouts:
+            # Seeded per batch: the stochastic errors are the same on every evaluation of the same weights.
+            generator = torch.Generator(device=self.device).manual_seed(batch_idx)
+            probs = []
+            for _ in range(rollouts):
+                logits = self.rollout(
+                    batch["images"], batch["start"], sample=True, generator=generator
+                ).logits
+                probs.append(logits.softmax(-1))
+            self.count(probs[0], batch["labels"], self.sampled_errors, self.sampled_seen)
+            self.count(torch.stack(probs).mean(0), batch["labels"], self.mc_errors)
+
+    def on_test_epoch_end(self):
+        if self.hparams.eval_rollouts:
+            seen = float(self.sampled_seen.compute())
+            self.log_dict(
+                {
+                    "test_error_sampled": 100 * float(self.sampled_errors.compute()) / seen,
+                    "test_error_mc": 100 * float(self.mc_errors.compute()) / seen,
+                }
+            )
+        super().on_test_epoch_end()
+
+    def test_details(self) -> dict:
+        return {**super().test_details(), "glimpse_paths": self.example_paths}
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
+    """log N(x; mean, std² I), summed over the coordinates (B × 2 → B)."""
+    return (-((x - mean) ** 2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+class BaselineModule(ImageClassifier):
+    """The paper's feed-forward baselines on the same canvases.
+
+    ``fc``: two fully connected ReLU layers of ``hidden`` units, then softmax (the paper's 64 and 256).
+    ``conv``: the paper's "convolutional, 2 layers", whose architecture the spec does not give. Ours (a
+    decision, recalled from the paper's text and unverified): one layer of 8 filters of 10 × 10 with stride 5,
+    ReLU, then a fully connected ReLU layer of ``hidden`` units, then softmax.
+
+    Args:
+        architecture: fc or conv.
+        canvas: the input width (must equal data.canvas; checked when the config is read).
+        hidden: the width of the hidden layer(s).
+    """
+
+    def __init__(
+        self,
+        architecture: str = "fc",
+        canvas: int = 28,
+        hidden: int = 256,
+        optimizer: str = "sgd",
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        lr_decay: str = "linear",
+    ):
+        super().__init__(optimizer, lr, momentum, lr_decay)
+        self.save_hyperparameters()
+        if architecture == "fc":
+            self.net = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(canvas * canvas, hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, CLASSES),
+            )
+        elif architecture == "conv":
+            side = (canvas - 10) // 5 + 1
+            self.net = nn.Sequential(
+                nn.Conv2d(1, 8, kernel_size=10, stride=5),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(8 * side * side, hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, CLASSES),
+            )
+        else:
+            raise ValueError(f"model.architecture must be fc or conv, not {architecture!r}")
+
+    @classmethod
+    def check_config(cls, config: dict) -> None:
+        model, data = config["model"]["init_args"], config["data"]["init_args"]
+        if model["canvas"] != data["canvas"]:
+            raise ConfigError(f"model.canvas {model['canvas']} differs from data.canvas {data['canvas']}")
+
+    def classify(self, batch) -> torch.Tensor:
+        return self.net(batch["images"])
+
+    def training_step(self, batch, batch_idx):
+        loss = F.cross_entropy(self.classify(batch), batch["labels"])
+        self.log("train/ce", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
