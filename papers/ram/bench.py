@@ -1,9 +1,9 @@
-"""``make bench`` for RAM: training images per second at 6 glimpses (28×28 MNIST, the batch of 20 the paper used
-and 128), and the share of a training step spent in the glimpse sensor.
+"""``make bench`` for RAM: training images per second at 6 glimpses (28×28 MNIST and 60×60 cluttered, at the
+paper's batch of 20 and at 128), and the share of a training step spent in the glimpse sensor.
 
-Writes ``results/bench/ram.json``. One thread, real canvases from the data module, one hybrid-loss SGD step per
-batch. The sensor's share is measured side by side in the same run: the time of the N sensor calls a step makes
-(on the step's own locations), over the time of the whole step.
+Writes ``results/bench/ram.json``. One thread, real canvases from the data module, one hybrid-loss SGD step
+per batch. The sensor's share is measured side by side in the same run: the time of the N sensor calls a step
+makes (on the step's own locations), over the time of the whole step.
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ A canvas of width W with ``distractors`` pieces of clutter is built as the gener
 W = 60 with 4 or W = 100 with 8. Sums of multiples of 1/255 clipped at 1 are multiples of 1/255, so canvases
 are built exactly in uint8 and scaled when a batch is served.
 
-Training canvases are generated on the fly: each epoch, every training digit once, in a fresh seeded order, with
-fresh positions and clutter. Validation and test sets are fixed: one canvas per digit of the split, drawn from a
-seed that does not depend on the run, so every run scores the same images. Each example also carries the
-location of the model's first glimpse, uniform on [−1, 1]² ("the first glimpse is always random"): fresh for
-training, fixed with the evaluation canvas.
+Training canvases are generated on the fly: each epoch, every training digit once, in a fresh seeded order,
+with fresh positions and clutter. Validation and test sets are fixed: one canvas per digit of the split, drawn
+from a seed that does not depend on the run, so every run scores the same images. Each example also carries
+the location of the model's first glimpse, uniform on [−1, 1]² ("the first glimpse is always random"): fresh
+for training, fixed with the evaluation canvas.
 """
 
 from __future__ import annotations
@@ -100,8 +100,8 @@ def add_patches(canvas: np.ndarray, patches: np.ndarray, tops: np.ndarray, lefts
 def generate(
     digits: np.ndarray, targets: np.ndarray, canvas: int, distractors: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Canvases (n × W × W uint8, 255 = 1.0) of the digits ``digits[targets]`` with clutter cut from ``digits``,
-    and each digit's top-left corner (n × 2: row, column)."""
+    """Canvases (n × W × W uint8, 255 = 1.0) of the digits ``digits[targets]`` with clutter cut from
+    ``digits``, and each digit's top-left corner (n × 2: row, column)."""
     n = len(targets)
     out = np.zeros((n, canvas, canvas), dtype=np.int16)
     for _ in range(distractors):

@@ -16,13 +16,15 @@ REINFORCE for the location policy, ``−Σ_t (R − b_t) log N(l_t; μ_t, σ²)`
 prediction is right, and a learned baseline ``b_t = W_b h_t + b`` trained by its own squared error towards R.
 Three detaches make the estimator the paper's (spec §3, pitfalls 3-4): the sampled l_t (no gradient through
 the sampling or through the glimpse's dependence on l_t, so the classification loss never reaches the location
-network), b_t inside the REINFORCE term, and h_t at the baseline's input (the baseline only reduces variance; it
-does not shape the features). ``locator_detach_core`` also cuts REINFORCE off from the core (kevinzakka's port).
+network), b_t inside the REINFORCE term, and h_t at the baseline's input (the baseline only reduces variance;
+it does not shape the features). ``locator_detach_core`` also cuts REINFORCE off from the core (kevinzakka's
+port).
 
 Evaluation scores the weights of the best validation epoch on the fixed test canvases with the locator
-deterministic (l_t = μ_t, the first location the example's seeded draw): ``test_error``, the number the paper's
-values are compared with. ``eval_rollouts`` M > 0 adds ``test_error_sampled`` (one stochastic rollout) and
-``test_error_mc`` (class probabilities averaged over M rollouts: shown, never compared with the paper).
+deterministic (l_t = μ_t, the first location the example's seeded draw): ``test_error``, the number the
+paper's values are compared with. ``eval_rollouts`` M > 0 adds ``test_error_sampled`` (one stochastic
+rollout) and ``test_error_mc`` (class probabilities averaged over M rollouts: shown, never compared with
+the paper).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class ImageClassifier(L.LightningModule):
 
     Args:
         optimizer: ``sgd`` (momentum, the paper's) or ``adam``.
-        lr: initial learning rate; with ``lr_decay`` linear it falls linearly to 0 over ``trainer.max_epochs``.
+        lr: initial learning rate; with ``lr_decay`` linear it falls linearly to 0 over the run's epochs.
         momentum: SGD momentum (ignored by Adam).
     """
 
@@ -171,7 +173,8 @@ class RAMModule(ImageClassifier):
     scales: k, patches per glimpse, each twice as wide as the previous.
     glimpse_hidden, location_hidden, glimpse_features, hidden: the widths 128, 128, 256 and 256 of §3.
     location_std: σ of the location policy (unreported in the paper; spec pitfall 2).
-    locator_detach_core: REINFORCE trains the location network only, not the core (default: both, the paper's).
+    locator_detach_core: REINFORCE trains the location network only (default: it trains the core too, as in
+        the paper).
     eval_rollouts: M; > 0 adds the one-rollout and M-rollout-averaged stochastic test errors.
     optimizer, lr, momentum, lr_decay: see ImageClassifier.
     """
@@ -219,8 +222,9 @@ class RAMModule(ImageClassifier):
         widest = model["glimpse_size"] * 2 ** (model["scales"] - 1)
         if widest > data["canvas"]:
             raise ConfigError(
-                f"the widest glimpse patch ({model['glimpse_size']} x 2^{model['scales'] - 1} = {widest} pixels) "
-                f"is wider than the {data['canvas']}-pixel canvas: lower model.scales or model.glimpse_size"
+                f"the widest glimpse patch ({model['glimpse_size']} x 2^{model['scales'] - 1} = {widest} "
+                f"pixels) is wider than the {data['canvas']}-pixel canvas: lower model.scales or "
+                f"model.glimpse_size"
             )
 
     def glimpse(self, images: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
