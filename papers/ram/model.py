@@ -142,7 +142,10 @@ class GlimpseSensor(nn.Module):
         batch, _, height, width = images.shape
         w = self.widest
         padded = F.pad(images[:, 0], (w, w, w, w))
-        centre = torch.floor((locations.clamp(-1, 1) + 1) / 2 * torch.tensor([width, height]).to(locations))
+        # A NaN location (weights gone NaN) looks at the centre instead of indexing garbage: the NaN loss that
+        # comes with it stops the run with the harness's message.
+        locations = torch.nan_to_num(locations, nan=0.0).clamp(-1, 1)
+        centre = torch.floor((locations + 1) / 2 * torch.tensor([width, height]).to(locations))
         top_left = centre.long() - w // 2 + w  # + w: the padding
         span = torch.arange(w, device=images.device)
         rows = (top_left[:, 1, None] + span)[:, :, None]

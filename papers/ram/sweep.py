@@ -55,7 +55,7 @@ def run_cell(cell: dict) -> dict:
         for batch in data.training_batches(epoch):
             rollout = module.rollout(batch["images"], batch["start"], sample=True)
             loss = module.hybrid_loss(rollout, batch["labels"])["loss"]
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(loss.item()):
                 finite = False
                 break
             optimizer.zero_grad()
@@ -108,26 +108,23 @@ def main(argv: list[str] | None = None) -> int:
         }
         for lr, sigma, d in itertools.product(args.lr, args.sigma, detach)
     ]
+    report = {
+        "paper": "ram",
+        "what": "calibration of lr, sigma and locator_detach_core: deterministic validation error after "
+        f"{args.steps} steps at the constant initial rate",
+        "hardware": results.hardware(),
+        "packages": results.package_versions(),
+        "git": results.git_state(),
+        "cells_planned": len(cells),
+        "cells": [],
+    }
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        done = []
         for row in pool.imap_unordered(run_cell, cells):
-            done.append(row)
-            print(f"[{len(done)}/{len(cells)}] {row}", flush=True)
-    done.sort(key=lambda r: r["val_error"])
-    results.write_json(
-        args.out,
-        {
-            "paper": "ram",
-            "what": "calibration of lr, sigma and locator_detach_core: deterministic validation error after "
-            f"{args.steps} steps at the constant initial rate",
-            "hardware": results.hardware(),
-            "packages": results.package_versions(),
-            "git": results.git_state(),
-            "cells": done,
-            "measured_at": results.now(),
-        },
-    )
-    print(f"best: {done[0]}")
+            report["cells"] = sorted([*report["cells"], row], key=lambda r: r["val_error"])
+            report["measured_at"] = results.now()
+            results.write_json(args.out, report)  # after every cell: a stopped sweep keeps what it measured
+            print(f"[{len(report['cells'])}/{len(cells)}] {row}", flush=True)
+    print(f"best: {report['cells'][0]}")
     return 0
 
 
