@@ -85,11 +85,12 @@ def run_seeds(paper: Paper, experiments: list[Experiment], args: argparse.Namesp
     if not jobs:
         return []
     parallel = args.jobs or (1 if args.devices not in (None, "1", 1) else min(os.cpu_count() or 1, len(jobs)))
-    threads = max(1, (os.cpu_count() or 1) // parallel)
+    # The cores are shared among the parallel runs; a user's OMP_NUM_THREADS wins (other work on the machine).
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // parallel))
     # The children write their records where this command aggregates them from.
     env = {
         **os.environ,
-        "OMP_NUM_THREADS": str(threads),
+        "OMP_NUM_THREADS": threads,
         "PYTHONUNBUFFERED": "1",
         "REPRO_RESULTS": str(args.results.resolve()),
     }
