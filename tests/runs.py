@@ -31,12 +31,12 @@ def smoke(paper: str, experiment: str, root: Path, overrides=(), resume: bool = 
     return run_seed(spec)
 
 
-def resumed_and_straight(paper: str, experiment: str, root: Path) -> tuple[dict, dict]:
+def resumed_and_straight(paper: str, experiment: str, root: Path, overrides=()) -> tuple[dict, dict]:
     """The records of a 3-epoch smoke run stopped after its second epoch and resumed (under root/b), and of
     one uninterrupted 3-epoch run (under root/a); the resumed one must start from ``epoch001.ckpt``."""
-    straight = smoke(paper, experiment, root / "a", ["trainer.max_epochs=3"])
-    smoke(paper, experiment, root / "b", ["trainer.max_epochs=2"])
-    resumed = smoke(paper, experiment, root / "b", ["trainer.max_epochs=3"], resume=True)
+    straight = smoke(paper, experiment, root / "a", ["trainer.max_epochs=3", *overrides])
+    smoke(paper, experiment, root / "b", ["trainer.max_epochs=2", *overrides])
+    resumed = smoke(paper, experiment, root / "b", ["trainer.max_epochs=3", *overrides], resume=True)
     assert resumed["resumed_from"] == "checkpoints/epoch001.ckpt"
     return resumed, straight
 

@@ -33,6 +33,7 @@ import math
 from typing import NamedTuple
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,12 +52,18 @@ class ImageClassifier(L.LightningModule):
 
     Args:
         optimizer: ``sgd`` (momentum, the paper's) or ``adam``.
-        lr: initial learning rate; with ``lr_decay`` linear it falls linearly to 0 over the run's epochs.
+        lr: initial learning rate; with ``lr_decay`` linear it falls linearly to 0 over ``decay_epochs``
+            epochs (default: the run's ``trainer.max_epochs``; a run stopped early and resumed must name it).
         momentum: SGD momentum (ignored by Adam).
     """
 
     def __init__(
-        self, optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.9, lr_decay: str = "linear"
+        self,
+        optimizer: str = "sgd",
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        lr_decay: str = "linear",
+        decay_epochs: int | None = None,
     ):
         super().__init__()
         if optimizer not in ("sgd", "adam"):
@@ -78,7 +85,7 @@ class ImageClassifier(L.LightningModule):
             optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum)
         if hp.lr_decay == "none":
             return optimizer
-        epochs = self.trainer.max_epochs
+        epochs = hp.decay_epochs or self.trainer.max_epochs
         # Epoch e trains at lr * (1 - e / epochs): the last epoch at lr / epochs, then 0.
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(0.0, 1 - e / epochs))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
@@ -107,6 +114,7 @@ class ImageClassifier(L.LightningModule):
     def on_test_epoch_end(self):
         self.log_dict(
             {
+                "test_images": float(self.seen.compute()),
                 "test_error": self.error_percent(),
                 "val_error": self.best.best,
                 "best_epoch": float(self.best.best_epoch if self.best.best_epoch is not None else -1),
@@ -179,7 +187,9 @@ class RAMModule(ImageClassifier):
     locator_detach_core: REINFORCE trains the location network only (default: it trains the core too, as in
         the paper).
     eval_rollouts: M; > 0 adds the one-rollout and M-rollout-averaged stochastic test errors.
-    optimizer, lr, momentum, lr_decay: see ImageClassifier.
+    seed: seeds the location policy's exploration noise, per (seed, epoch, rank): a resumed run draws the
+        noise an uninterrupted one would (the global stream is not restored from a checkpoint).
+    optimizer, lr, momentum, lr_decay, decay_epochs: see ImageClassifier.
     """
 
     def __init__(
@@ -194,12 +204,14 @@ class RAMModule(ImageClassifier):
         location_std: float = 0.1,
         locator_detach_core: bool = False,
         eval_rollouts: int = 0,
+        seed: int = 1,
         optimizer: str = "sgd",
         lr: float = 0.01,
         momentum: float = 0.9,
         lr_decay: str = "linear",
+        decay_epochs: int | None = None,
     ):
-        super().__init__(optimizer, lr, momentum, lr_decay)
+        super().__init__(optimizer, lr, momentum, lr_decay, decay_epochs)
         if glimpses < 1:
             raise ValueError(f"model.glimpses must be >= 1, not {glimpses}")
         if location_std <= 0:
@@ -218,6 +230,7 @@ class RAMModule(ImageClassifier):
         self.sampled_errors, self.mc_errors = SumMetric(), SumMetric()
         self.sampled_seen = SumMetric()
         self.example_paths: dict | None = None
+        self.exploration: torch.Generator | None = None
 
     @classmethod
     def check_config(cls, config: dict) -> None:
@@ -277,8 +290,14 @@ class RAMModule(ImageClassifier):
         parts["reward"] = reward.mean()
         return parts
 
+    def on_train_epoch_start(self):
+        key = [self.hparams.seed, self.current_epoch, self.global_rank]
+        seed = int(np.random.SeedSequence(key).generate_state(1)[0])
+        self.exploration = torch.Generator(device=self.device).manual_seed(seed)
+
     def training_step(self, batch, batch_idx):
-        parts = self.hybrid_loss(self.rollout(batch["images"], batch["start"], sample=True), batch["labels"])
+        rollout = self.rollout(batch["images"], batch["start"], sample=True, generator=self.exploration)
+        parts = self.hybrid_loss(rollout, batch["labels"])
         size = len(batch["labels"])
         self.log_dict({f"train/{k}": v for k, v in parts.items() if k != "reward"}, batch_size=size)
         self.log("train/reward", parts["reward"], prog_bar=True, batch_size=size)
@@ -354,8 +373,9 @@ class BaselineModule(ImageClassifier):
         lr: float = 0.01,
         momentum: float = 0.9,
         lr_decay: str = "linear",
+        decay_epochs: int | None = None,
     ):
-        super().__init__(optimizer, lr, momentum, lr_decay)
+        super().__init__(optimizer, lr, momentum, lr_decay, decay_epochs)
         self.save_hyperparameters()
         if architecture == "fc":
             self.net = nn.Sequential(

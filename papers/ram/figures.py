@@ -1,0 +1,223 @@
+"""RAM's figures, from the data generator and the committed records.
+
+- ``samples.png``: a grid of generated canvases of each task (the fixed test set's first canvases).
+- ``error_curve_<tier>.png``: validation error per epoch of every RAM and baseline experiment run at the tier
+  (mean over seeds, each seed faint), with the paper's arXiv v1 value as a dashed line.
+- ``glimpses_<experiment>_<tier>.png``: the paper's Figure 3 view: glimpse paths over test canvases (the
+  record keeps the deterministic locations of the first test canvases); the last glimpse's patches are boxes,
+  the path runs from the random first glimpse (circle) to the last (cross), the prediction in the title.
+- ``episode_<experiment>_<tier>.gif``: one episode, glimpse by glimpse: the canvas with the patches of every
+  scale on the left, what the sensor passes on (each scale pooled to g × g) on the right.
+
+``python -m papers.ram.figures samples [--out FOLDER]`` writes the sample grid alone (no training needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from matplotlib import animation  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from papers.ram.data import ClutteredMNIST  # noqa: E402
+from papers.ram.model import GlimpseSensor  # noqa: E402
+from repro.papers import get_paper  # noqa: E402
+from repro.results import read_json  # noqa: E402
+
+TASKS = {  # name: (canvas, distractors, RAM experiment)
+    "28x28 MNIST": (28, 0, "mnist_ram6"),
+    "60x60 translated": (60, 0, "translated_ram8"),
+    "60x60 cluttered": (60, 4, "cluttered60_ram8"),
+    "100x100 cluttered": (100, 8, "cluttered100_ram8"),
+}
+
+
+def test_canvases(canvas: int, distractors: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    data = ClutteredMNIST(canvas=canvas, distractors=distractors)
+    data.setup()
+    fixed = data.fixed_set("test")
+    return fixed["canvases"][:count] / 255.0, fixed["labels"][:count]
+
+
+def samples(out: Path, per_task: int = 8) -> Path:
+    fig, axes = plt.subplots(len(TASKS), per_task, figsize=(per_task * 1.3, len(TASKS) * 1.5))
+    for row, (name, (canvas, distractors, _)) in enumerate(TASKS.items()):
+        images, labels = test_canvases(canvas, distractors, per_task)
+        for col in range(per_task):
+            ax = axes[row, col]
+            ax.imshow(images[col], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(str(labels[col]), fontsize=8)
+        axes[row, 0].set_ylabel(name, fontsize=8)
+    fig.suptitle("Test canvases of each task (the official generator's rules; fixed seed)", fontsize=10)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "samples.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def records_of(folder: Path) -> list[dict]:
+    aggregate = folder / "aggregate.json"
+    if not aggregate.exists():
+        return []
+    return [read_json(folder / name) for name in read_json(aggregate)["records"]]
+
+
+def error_curves(results_dir: Path, tier: str) -> Path | None:
+    paper = get_paper("ram")
+    runs = {name: records_of(results_dir / name / tier) for name in paper.experiments}
+    runs = {name: recs for name, recs in runs.items() if recs}
+    if not runs:
+        return None
+    tasks = list(dict.fromkeys(name.split("_")[0] for name in runs))  # in expected.yaml's order
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for name, recs in runs.items():
+            if not name.startswith(task + "_"):
+                continue
+            curves = [[p["val/error"] for p in r["details"]["val_curve"]] for r in recs]
+            for curve in curves:
+                ax.plot(range(1, len(curve) + 1), curve, lw=0.6, alpha=0.35)
+            length = min(len(c) for c in curves)
+            mean = np.mean([c[:length] for c in curves], axis=0)
+            (line,) = ax.plot(range(1, length + 1), mean, lw=1.8, label=f"{name} ({len(curves)} seeds)")
+            published = next(m.published for m in paper.experiments[name].metrics if m.key == "test_error")
+            if published is not None:
+                ax.axhline(published, ls="--", lw=0.9, color=line.get_color())
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation error % (log scale)")
+        ax.set_title(f"{task}, {tier} tier (dashed: arXiv v1 test error)", fontsize=10)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    path = results_dir / f"error_curve_{tier}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def experiment_task(experiment: str) -> tuple[int, int, dict]:
+    body = yaml.safe_load(get_paper("ram").config_path(experiment, "smoke").read_text())
+    data, model = body["data"]["init_args"], body["model"]["init_args"]
+    return data["canvas"], data["distractors"], model
+
+
+def patch_boxes(ax, location, canvas: int, size: int, scales: int, color: str) -> None:
+    centre = np.floor((np.clip(location, -1, 1) + 1) / 2 * canvas)
+    for s in range(scales):
+        width = size * 2**s
+        corner = centre - width // 2 - 0.5
+        ax.add_patch(Rectangle(tuple(corner), width, width, fill=False, ec=color, lw=0.9))
+
+
+def glimpse_paths(results_dir: Path, experiment: str, tier: str) -> Path | None:
+    recs = [r for r in records_of(results_dir / experiment / tier) if r["details"].get("glimpse_paths")]
+    if not recs:
+        return None
+    paths = recs[0]["details"]["glimpse_paths"]
+    canvas, distractors, model = experiment_task(experiment)
+    count = min(8, len(paths["labels"]))
+    images, labels = test_canvases(canvas, distractors, count)
+    fig, axes = plt.subplots(1, count, figsize=(2.1 * count, 2.5))
+    for i, ax in enumerate(np.atleast_1d(axes)):
+        ax.imshow(images[i], cmap="gray", vmin=0, vmax=1)
+        xy = (np.clip(np.array(paths["locations"][i]), -1, 1) + 1) / 2 * canvas - 0.5
+        ax.plot(xy[:, 0], xy[:, 1], "-", color="tab:orange", lw=1.2)
+        ax.plot(xy[0, 0], xy[0, 1], "o", color="tab:green", ms=5)
+        ax.plot(xy[-1, 0], xy[-1, 1], "x", color="tab:red", ms=6, mew=2)
+        patch_boxes(ax, paths["locations"][i][-1], canvas, model["glimpse_size"], model["scales"], "tab:red")
+        ok = paths["predictions"][i] == labels[i]
+        ax.set_title(f"label {labels[i]} → {paths['predictions'][i]}" + ("" if ok else " ✗"), fontsize=8)
+        ax.set_xlim(-0.5, canvas - 0.5)
+        ax.set_ylim(canvas - 0.5, -0.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(
+        f"Glimpse paths, {experiment} ({tier}, seed {recs[0]['seed']}): first glimpse (circle, random) to "
+        f"last (cross; boxes: its patches)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path = results_dir / f"glimpses_{experiment}_{tier}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def episode_gif(results_dir: Path, experiment: str, tier: str, index: int = 0) -> Path | None:
+    recs = [r for r in records_of(results_dir / experiment / tier) if r["details"].get("glimpse_paths")]
+    if not recs:
+        return None
+    paths = recs[0]["details"]["glimpse_paths"]
+    canvas, distractors, model = experiment_task(experiment)
+    images, labels = test_canvases(canvas, distractors, index + 1)
+    image, label = images[index], labels[index]
+    locations = np.array(paths["locations"][index])
+    sensor = GlimpseSensor(model["glimpse_size"], model["scales"])
+    frames = torch.tensor(image, dtype=torch.float32).expand(len(locations), 1, canvas, canvas)
+    views = sensor(frames, torch.tensor(locations, dtype=torch.float32))
+    views = views.view(len(locations), model["scales"], model["glimpse_size"], model["glimpse_size"]).numpy()
+    fig, axes = plt.subplots(1, 1 + model["scales"], figsize=(3 + 1.6 * model["scales"], 3.2))
+
+    def draw(t: int):
+        for ax in axes:
+            ax.clear()
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
+        xy = (np.clip(locations[: t + 1], -1, 1) + 1) / 2 * canvas - 0.5
+        axes[0].plot(xy[:, 0], xy[:, 1], "-o", color="tab:orange", ms=3, lw=1)
+        patch_boxes(axes[0], locations[t], canvas, model["glimpse_size"], model["scales"], "tab:red")
+        axes[0].set_xlim(-0.5, canvas - 0.5)
+        axes[0].set_ylim(canvas - 0.5, -0.5)
+        last = t == len(locations) - 1
+        axes[0].set_title(
+            f"glimpse {t + 1}/{len(locations)}" + (f": says {paths['predictions'][index]}" if last else ""),
+            fontsize=9,
+        )
+        for s in range(model["scales"]):
+            axes[1 + s].imshow(views[t, s], cmap="gray", vmin=0, vmax=1)
+            axes[1 + s].set_title(f"scale {s + 1} ({model['glimpse_size'] * 2**s} px)", fontsize=8)
+        fig.suptitle(f"{experiment} ({tier}), test canvas {index}, label {label}", fontsize=9)
+        return []
+
+    movie = animation.FuncAnimation(fig, draw, frames=len(locations), blit=False)
+    path = results_dir / f"episode_{experiment}_{tier}.gif"
+    movie.save(path, writer=animation.PillowWriter(fps=1.5))
+    plt.close(fig)
+    return path
+
+
+def make_figures(results_dir: Path, tier: str) -> list[Path]:
+    made = [samples(results_dir), error_curves(results_dir, tier)]
+    for _, _, experiment in TASKS.values():
+        made += [glimpse_paths(results_dir, experiment, tier), episode_gif(results_dir, experiment, tier)]
+    return [p for p in made if p is not None]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m papers.ram.figures", description="RAM's figures")
+    parser.add_argument("what", choices=("samples", "all"), help="samples: the task grid; all: every figure")
+    parser.add_argument("--out", type=Path, default=Path("results/ram"), help="folder (default results/ram)")
+    parser.add_argument("--tier", default="cpu", help="the tier whose records 'all' draws (default cpu)")
+    args = parser.parse_args(argv)
+    made = [samples(args.out)] if args.what == "samples" else make_figures(args.out, args.tier)
+    for path in made:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,338 @@
+"""Tests for papers/ram (data generator, glimpse sensor, hybrid loss, baselines, harness runs) against
+specs/ram.md. Tests that read MNIST skip only when the data root has no ``mnist`` folder."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from papers.ram import data as mnist
+from papers.ram.data import ClutteredMNIST, generate, load_mnist, read_idx
+from papers.ram.model import BaselineModule, GlimpseSensor, RAMModule, gaussian_log_prob
+from repro import config as config_lib
+from repro.config import ConfigError
+from repro.data import DataError, data_root
+from repro.papers import get_paper
+from tests import runs
+
+needs_data = pytest.mark.skipif(
+    not mnist.mnist_path("train-labels-idx1-ubyte.gz").exists(),
+    reason=f"no MNIST under {data_root()}; set REPRO_DATA=../shared/data",
+)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_mnist()
+
+
+# --------------------------------------------------------------------------------------------------
+# MNIST files and splits (spec §2)
+
+
+@needs_data
+def test_splits_are_the_official_scripts_with_known_labels_and_pixel_mean(splits):
+    assert {k: len(y) for k, (_, y) in splits.items()} == {"train": 50_000, "valid": 10_000, "test": 10_000}
+    assert splits["train"][1][:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert splits["test"][1][:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    counts = np.bincount(splits["test"][1], minlength=10).tolist()
+    assert counts == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    all_train = np.concatenate([splits["train"][0], splits["valid"][0]])
+    assert all_train.mean() / 255 == pytest.approx(0.1306604762738429, abs=1e-12)
+    assert all_train.max() == 255  # so "scale by 1/max" is /255
+
+
+def copy_mnist(tmp_path, monkeypatch):
+    folder = tmp_path / "mnist"
+    shutil.copytree(mnist.mnist_path("x").parent, folder)
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path))
+    return folder
+
+
+@needs_data
+def test_corrupt_file_names_the_file_the_expected_sha_and_the_url(tmp_path, monkeypatch):
+    folder = copy_mnist(tmp_path, monkeypatch)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"corrupt")
+    sha = mnist.FILES["t10k-labels-idx1-ubyte.gz"]
+    with pytest.raises(DataError, match=f"t10k-labels-idx1-ubyte.gz: expected sha256 {sha}.*yann.lecun.com"):
+        load_mnist()
+
+
+def test_missing_file_without_internet_names_the_url_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path))
+    monkeypatch.setattr(mnist, "URL", "http://127.0.0.1:9/")  # nothing listens there
+    with pytest.raises(DataError, match="http://127.0.0.1:9/train-images-idx3-ubyte.gz.*set REPRO_DATA"):
+        load_mnist()
+
+
+def test_idx_reader_checks_the_magic_number_and_the_length(tmp_path):
+    good = tmp_path / "labels.gz"
+    with gzip.open(good, "wb") as f:
+        f.write(np.array([2049, 3], dtype=">u4").tobytes() + bytes([7, 8, 9]))
+    assert read_idx(good, mnist.LABEL_MAGIC).tolist() == [7, 8, 9]
+    with pytest.raises(DataError, match="magic number 2049, expected 2051"):
+        read_idx(good, mnist.IMAGE_MAGIC)
+    short = tmp_path / "short.gz"
+    with gzip.open(short, "wb") as f:
+        f.write(np.array([2049, 5], dtype=">u4").tobytes() + bytes([1]))
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(short, mnist.LABEL_MAGIC)
+
+
+# --------------------------------------------------------------------------------------------------
+# The generator's rules (spec §2.2)
+
+
+def test_without_clutter_the_canvas_is_the_digit_at_a_uniform_corner():
+    rng = np.random.default_rng(0)
+    digits = rng.integers(1, 256, (5, 28, 28), dtype=np.uint8)
+    canvases, corners = generate(digits, np.arange(5).repeat(400), 60, 0, rng)
+    for canvas, (y, x), d in zip(canvases[:5], corners[:5], np.arange(5).repeat(400)[:5], strict=True):
+        assert np.array_equal(canvas[y : y + 28, x : x + 28], digits[d])
+        assert canvas.sum(dtype=np.int64) == digits[d].sum(dtype=np.int64)
+    assert corners.min() == 0 and corners.max() == 60 - 28  # the placement range {0..W-28}, both ends
+    plain, at = generate(digits, np.arange(5), 28, 0, rng)
+    assert np.array_equal(plain, digits) and not at.any()  # 28x28 MNIST is the digit itself
+
+
+def test_clutter_is_added_8x8_crops_then_clipped_and_the_digit_added_on_top():
+    rng = np.random.default_rng(1)
+    ones = np.ones((3, 28, 28), dtype=np.uint8)
+    blank = np.zeros((1, 28, 28), dtype=np.uint8)
+    sources = np.concatenate([blank, ones])  # target 0 is blank: what remains is the clutter
+    canvases, _ = generate(sources, np.zeros(2000, dtype=int), 60, 4, rng)
+    pieces_from_blank = canvases.reshape(2000, -1).sum(1)
+    # Each piece adds an 8x8 block of 1s (0s when the blank image is drawn): sums are multiples of 64.
+    assert set(np.unique(pieces_from_blank % 64)) == {0} and pieces_from_blank.max() == 4 * 64
+    bright = np.full((2, 28, 28), 200, dtype=np.uint8)
+    clipped, corners = generate(bright, np.zeros(300, dtype=int), 60, 8, rng)
+    assert clipped.max() == 255  # overlapping pieces sum past 1 and are clipped
+    y, x = corners[0]
+    assert (clipped[0, y : y + 28, x : x + 28] >= 200).all()  # the digit is never dimmed
+
+
+@needs_data
+def test_fixed_sets_do_not_depend_on_the_run_but_training_canvases_do():
+    a = ClutteredMNIST(canvas=60, distractors=4, batch_size=10, limit=50, seed=1)
+    b = ClutteredMNIST(canvas=60, distractors=4, batch_size=10, limit=50, seed=2)
+    for dm in (a, b):
+        dm.setup()
+    assert np.array_equal(a.fixed_set("test")["canvases"], b.fixed_set("test")["canvases"])
+    assert np.array_equal(a.fixed_set("test")["starts"], b.fixed_set("test")["starts"])
+    assert not np.array_equal(a.fixed_set("test")["canvases"], a.fixed_set("valid")["canvases"])
+    first = next(iter(a.training_batches(0)))
+    assert not torch.equal(first["images"], next(iter(b.training_batches(0)))["images"])
+    assert not torch.equal(first["images"], next(iter(a.training_batches(1)))["images"])
+    assert torch.equal(first["images"], next(iter(a.training_batches(0)))["images"])
+    assert (
+        first["images"].shape == (10, 1, 60, 60) and 0 <= first["images"].min() <= first["images"].max() <= 1
+    )
+    assert (first["start"].abs() <= 1).all()
+    epoch = list(a.training_batches(0))
+    assert sorted(torch.cat([b["labels"] for b in epoch]).tolist()) == sorted(a.splits["train"][1].tolist())
+
+
+# --------------------------------------------------------------------------------------------------
+# The glimpse sensor (spec §3)
+
+
+def test_sensor_cuts_the_patch_centred_at_the_mapped_pixel_and_pools_each_scale():
+    image = torch.arange(28 * 28, dtype=torch.float32).view(1, 1, 28, 28)
+    sensor = GlimpseSensor(size=4, scales=3)
+    location = torch.tensor([[0.0, -0.5]])  # x = 0 -> column 14; y = -0.5 -> row 7
+    out = sensor(image, location).view(3, 4, 4)
+    assert torch.equal(out[0], image[0, 0, 5:9, 12:16])
+    assert torch.allclose(out[1], F.avg_pool2d(image[:, :, 3:11, 10:18], 2)[0, 0])
+    # Scale 3 (16 px) reaches above the image (rows -1..14): the missing row counts as zeros.
+    padded = F.pad(image, (0, 0, 1, 0))[:, :, 0:16, 6:22]
+    assert torch.allclose(out[2], F.avg_pool2d(padded, 4)[0, 0])
+
+
+def test_sensor_is_batched_and_zero_outside_the_image():
+    torch.manual_seed(0)
+    images = torch.rand(6, 1, 60, 60)
+    locations = torch.rand(6, 2) * 2 - 1
+    sensor = GlimpseSensor(size=12, scales=3)
+    batched = sensor(images, locations)
+    one_by_one = torch.cat([sensor(images[i : i + 1], locations[i : i + 1]) for i in range(6)])
+    assert torch.equal(batched, one_by_one)
+    corner = sensor(torch.ones(1, 1, 60, 60), torch.tensor([[-1.0, -1.0]])).view(3, 12, 12)
+    assert corner[0, :6, :].sum() == 0 and corner[0, 6:, 6:].min() == 1  # centred on pixel (0, 0)
+
+
+def test_a_glimpse_wider_than_the_canvas_is_refused_when_the_config_is_read():
+    path = get_paper("ram").config_path("mnist_ram6", "smoke")
+    with pytest.raises(ConfigError, match=r"widest glimpse patch \(8 x 2\^2 = 32 pixels\).*28-pixel canvas"):
+        config_lib.load(path, ["model.scales=3"])
+    config_lib.load(path, ["model.scales=2"])  # 16 px fits
+    with pytest.raises(ConfigError, match="model.canvas 60 differs from data.canvas 28"):
+        config_lib.load(get_paper("ram").config_path("mnist_fc256", "smoke"), ["model.canvas=60"])
+
+
+# --------------------------------------------------------------------------------------------------
+# The hybrid loss (spec §3, pitfalls 3-4)
+
+
+def gradients(module, loss) -> dict[str, torch.Tensor | None]:
+    module.zero_grad(set_to_none=True)
+    loss.backward(retain_graph=True)
+    return {name: p.grad for name, p in module.named_parameters()}
+
+
+def nonzero(grad) -> bool:
+    return grad is not None and bool(grad.abs().sum() > 0)
+
+
+@pytest.mark.parametrize("detach_core", [False, True])
+def test_the_classification_loss_never_reaches_the_location_network(detach_core):
+    torch.manual_seed(0)
+    module = RAMModule(glimpses=4, locator_detach_core=detach_core)
+    images, labels = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    rollout = module.rollout(images, torch.rand(8, 2) * 2 - 1, sample=True)
+    parts = module.hybrid_loss(rollout, labels)
+    ce = gradients(module, parts["ce"])
+    assert not nonzero(ce["locator.weight"]) and not nonzero(ce["baseline.weight"])
+    assert nonzero(ce["core_hidden.weight"]) and nonzero(ce["what.weight"])
+    reinforce = gradients(module, parts["reinforce"])
+    assert nonzero(reinforce["locator.weight"]) and not nonzero(reinforce["baseline.weight"])
+    assert nonzero(reinforce["core_input.weight"]) is not detach_core  # the paper's coupling, or the port's
+    baseline = gradients(module, parts["baseline"])
+    assert nonzero(baseline["baseline.weight"])
+    assert not any(nonzero(g) for name, g in baseline.items() if not name.startswith("baseline"))
+
+
+def test_reinforce_is_minus_advantage_times_log_policy_with_the_baseline_detached():
+    torch.manual_seed(1)
+    module = RAMModule(glimpses=3, location_std=0.2)
+    images, labels = torch.rand(5, 1, 28, 28), torch.randint(0, 10, (5,))
+    rollout = module.rollout(images, torch.zeros(5, 2), sample=True)
+    reward = (rollout.logits.argmax(-1) == labels).float()
+    parts = module.hybrid_loss(rollout, labels)
+    expected = -((reward[:, None] - rollout.baselines) * rollout.log_probs).sum(1).mean()
+    assert parts["reinforce"].item() == pytest.approx(expected.item())
+    assert parts["baseline"].item() == pytest.approx(
+        (rollout.baselines - reward[:, None]).pow(2).sum(1).mean().item()
+    )
+    assert rollout.log_probs.shape == rollout.baselines.shape == (5, 2)  # N-1 sampled locations
+    assert rollout.locations.shape == (5, 3, 2) and torch.equal(rollout.locations[:, 0], torch.zeros(5, 2))
+
+
+def test_gaussian_log_prob_matches_torch_distributions():
+    x, mean = torch.tensor([[0.3, -0.2]]), torch.tensor([[0.1, 0.0]])
+    expected = torch.distributions.Normal(mean, 0.17).log_prob(x).sum(-1)
+    assert torch.allclose(gaussian_log_prob(x, mean, 0.17), expected)
+
+
+def test_deterministic_rollouts_look_at_the_policy_mean():
+    torch.manual_seed(2)
+    module = RAMModule(glimpses=3)
+    images = torch.rand(4, 1, 28, 28)
+    a = module.rollout(images, torch.zeros(4, 2), sample=False)
+    b = module.rollout(images, torch.zeros(4, 2), sample=False)
+    assert torch.equal(a.locations, b.locations) and (a.log_probs == 0).all()
+    assert (a.locations.abs() < 1).all()  # tanh-squashed means
+
+
+def test_learning_rate_falls_linearly_to_zero_over_the_epochs():
+    module = RAMModule(lr=0.1, optimizer="sgd")
+    module.trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False)
+    config = module.configure_optimizers()
+    optimizer, schedule = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(4):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates == pytest.approx([0.1, 0.075, 0.05, 0.025])
+
+
+def test_baselines_have_the_papers_layer_sizes():
+    fc = BaselineModule("fc", canvas=28, hidden=256)
+    assert sum(p.numel() for p in fc.parameters()) == 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+    for canvas in (28, 60, 100):
+        conv = BaselineModule("conv", canvas=canvas)
+        assert conv.classify({"images": torch.zeros(2, 1, canvas, canvas)}).shape == (2, 10)
+    with pytest.raises(ValueError, match="fc or conv"):
+        BaselineModule("rnn")
+
+
+def test_overfits_one_batch(one_thread):
+    """20 noise images: every glimpse, even the first at the fixed start, sees a patch unique to its image."""
+    torch.manual_seed(0)
+    module = RAMModule(glimpses=4, locator_detach_core=True)
+    images = torch.rand(20, 1, 28, 28)
+    labels = torch.arange(20) % 10
+    start = torch.zeros(20, 2)
+    optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = module.hybrid_loss(module.rollout(images, start, sample=True), labels)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    logits = module.rollout(images, start, sample=False).logits
+    assert (logits.argmax(-1) == labels).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# Harness runs
+
+
+@needs_data
+def test_smoke_run_writes_a_record_with_checkpoints_logs_and_glimpse_paths(tmp_path, harness_state):
+    record = runs.smoke("ram", "mnist_ram6", tmp_path)
+    metrics = record["metrics"]
+    assert metrics["test_images"] == 400 and 0 <= metrics["test_error"] <= 100
+    assert {"test_error_sampled", "test_error_mc"} <= set(metrics)
+    assert metrics["val_error"] == min(h["val/error"] for h in record["details"]["val_curve"])
+    paths = record["details"]["glimpse_paths"]
+    assert np.array(paths["locations"]).shape == (16, 6, 2)
+    assert {d["sha256"] for d in record["data"]} == set(mnist.FILES.values())
+    work = tmp_path / "ram" / "mnist_ram6" / "smoke" / "seed1"
+    assert sorted(p.name for p in (work / "checkpoints").glob("*.ckpt")) == ["epoch000.ckpt", "epoch001.ckpt"]
+    assert "train/reinforce" in (work / "csv" / "metrics.csv").read_text().splitlines()[0]
+
+
+@needs_data
+@pytest.mark.slow
+def test_baseline_smoke_run_on_cluttered_canvases(tmp_path, harness_state):
+    record = runs.smoke("ram", "cluttered60_conv", tmp_path)
+    assert record["metrics"]["test_images"] == 400 and "test_error_mc" not in record["metrics"]
+
+
+@needs_data
+@pytest.mark.slow
+def test_resume_equals_uninterrupted(tmp_path, harness_state):
+    # The schedule's length is named: the run stopped after 2 epochs must anneal as the 3-epoch one does.
+    resumed, straight = runs.resumed_and_straight("ram", "mnist_ram6", tmp_path, ["model.decay_epochs=3"])
+    assert resumed["metrics"] == straight["metrics"]
+    assert resumed["details"] == straight["details"]
+
+
+@needs_data
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_score_every_test_canvas_once(tmp_path, harness_state):
+    record = runs.ddp_smoke("ram", "mnist_ram6", tmp_path)
+    assert record["metrics"]["test_images"] == 400
+    assert 0 <= record["metrics"]["test_error"] <= 100
+
+
+@needs_data
+def test_figures_from_a_record(tmp_path, harness_state):
+    from papers.ram import figures
+
+    runs.smoke("ram", "mnist_ram6", tmp_path, ["trainer.max_epochs=1"])
+    folder = tmp_path / "ram"
+    (folder / "mnist_ram6" / "smoke" / "aggregate.json").write_text('{"records": ["seed1.json"]}')
+    made = {p.name for p in figures.make_figures(folder, "smoke")}
+    assert made == {
+        "samples.png",
+        "error_curve_smoke.png",
+        "glimpses_mnist_ram6_smoke.png",
+        "episode_mnist_ram6_smoke.gif",
+    }
