@@ -28,6 +28,20 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+# The caption metrics (Show, Attend and Tell; Scheduled Sampling) run Java for the PTB tokenizer and METEOR:
+# without java, install a JRE where apt-get may run as root, else warn. The venv never fails over it.
+	@command -v java >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=no; fi; \
+		if [ "$$sudo" != no ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "Installing a Java runtime (default-jre-headless) for the caption metrics"; \
+			apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get -qq"; \
+			{ $$apt install -y default-jre-headless || { $$apt update && $$apt install -y default-jre-headless; }; } \
+				>/dev/null 2>&1; \
+		fi; \
+		command -v java >/dev/null 2>&1 || echo "warning: no java: the caption metrics of Show, Attend and Tell" \
+			"and Scheduled Sampling need it; install a JRE (apt-get install default-jre-headless," \
+			"brew install openjdk, or conda install -c conda-forge openjdk)" >&2; \
+	}
 	touch $@
 
 reproduce: venv
