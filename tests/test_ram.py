@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from papers.ram import data as mnist
-from papers.ram.data import ClutteredMNIST, generate, load_mnist, read_idx
+from papers.ram.data import ClutteredMNIST, generate
 from papers.ram.model import BaselineModule, GlimpseSensor, RAMModule, gaussian_log_prob
 from repro import config as config_lib
 from repro.config import ConfigError
-from repro.data import DataError, data_root
+from repro.data import DataError, data_root, mnist
+from repro.data.mnist import load_mnist, read_idx
 from repro.papers import get_paper
 from tests import runs
 
