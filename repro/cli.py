@@ -7,6 +7,7 @@
     repro leaderboard [--wandb]            rebuild results/LEADERBOARD.md and results/leaderboard.html
     repro bench [PAPER]                    run the papers' benchmarks, JSON under results/bench/
     repro sample PAPER [options]           text from a trained model (papers with a sampler)
+    repro figures PAPER [--tier T]         redraw a paper's figures from its committed records
 
 Exit status: 0 when every gated number agrees, 1 on a miss, 2 on bad input (unknown names, bad configs).
 """
@@ -359,6 +360,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figures(args: argparse.Namespace) -> int:
+    paper = get_paper(args.paper)
+    if not (paper.folder / "figures.py").exists():
+        console.print(f"[red]error:[/] {paper.name} has no figures (papers/{paper.name}/figures.py)")
+        return 2
+    make_figures(paper, args.tier, args.results)
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """A paper with ``sample.py`` samples from its trained models: ``main(argv) -> int`` takes the rest."""
     paper = get_paper(args.paper)
@@ -441,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="gpu: the benchmarks that have a GPU version, written to <paper>-gpu.json (default: cpu)",
     )
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("figures", help="redraw a paper's figures (and data samples) from its records")
+    p.add_argument("paper")
+    p.add_argument("--tier", "-t", choices=TIERS, default="cpu", help="whose records to draw (default cpu)")
+    p.set_defaults(func=cmd_figures)
 
     p = sub.add_parser("sample", help="sample text from a trained model; PAPER --help lists its options")
     p.add_argument("paper")

@@ -68,6 +68,15 @@ def load_records(paper: str, experiment: str, tier: str, root: Path | None = Non
     return [read_json(p) for p in sorted(folder.glob("seed*.json"))]
 
 
+def aggregated_records(folder: Path) -> list[dict[str, Any]]:
+    """The seed records an experiment's ``aggregate.json`` in ``folder`` combined (none without one): what the
+    figures draw, so that a figure shows exactly the seeds its table reports."""
+    aggregate = folder / "aggregate.json"
+    if not aggregate.exists():
+        return []
+    return [read_json(folder / name) for name in read_json(aggregate)["records"]]
+
+
 def git_state() -> dict[str, Any]:
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)

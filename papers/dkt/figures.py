@@ -18,20 +18,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from repro.results import read_json  # noqa: E402
+from repro.results import aggregated_records  # noqa: E402
 
 CONCEPTS = range(1, 6)
 
 
-def records_of(folder: Path) -> list[dict]:
-    aggregate = folder / "aggregate.json"
-    if not aggregate.exists():
-        return []
-    return [read_json(folder / name) for name in read_json(aggregate)["records"]]
-
-
 def figure1(results_dir: Path, tier: str) -> Path | None:
-    records = records_of(results_dir / "assistments_lstm" / tier)
+    records = aggregated_records(results_dir / "assistments_lstm" / tier)
     traced = [r for r in records if r["details"].get("example_student")]
     if not traced:
         return None
@@ -66,8 +59,8 @@ def mean_std(records: list[dict], key: str) -> tuple[float, float] | None:
 def figure3a(results_dir: Path, tier: str) -> Path | None:
     curves: dict[str, list[tuple[int, tuple[float, float]]]] = {}
     for c in CONCEPTS:
-        lstm = records_of(results_dir / f"generated_c{c}_lstm" / tier)
-        rnn = records_of(results_dir / f"generated_c{c}_rnn" / tier)
+        lstm = aggregated_records(results_dir / f"generated_c{c}_lstm" / tier)
+        rnn = aggregated_records(results_dir / f"generated_c{c}_rnn" / tier)
         for label, records, key in (
             ("LSTM", lstm, "auc"),
             ("RNN", rnn, "auc"),
@@ -92,7 +85,7 @@ def figure3a(results_dir: Path, tier: str) -> Path | None:
             capsize=3,
         )
     for c in (2, 5):
-        shipped = mean_std(records_of(results_dir / f"synthetic_c{c}_lstm" / tier), "auc")
+        shipped = mean_std(aggregated_records(results_dir / f"synthetic_c{c}_lstm" / tier), "auc")
         if shipped:
             ax.plot(
                 c,

@@ -33,8 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from repro.data import fetch
-from repro.data.mnist import FILES, URL, load_mnist, mnist_path
+from repro.data.mnist import fetch_mnist, load_mnist, mnist_files
 from repro.data.modules import EachEpoch, RunAwareDataModule
 
 DIGIT, CROP = 28, 8  # digit width; clutter piece width (dist_w)
@@ -111,11 +110,10 @@ class ClutteredMNIST(RunAwareDataModule):
         self.fixed: dict[str, dict] = {}
 
     def data_files(self) -> list[Path]:
-        return [mnist_path(name) for name in FILES]
+        return mnist_files()
 
     def prepare_data(self):
-        for name, sha in FILES.items():
-            fetch(mnist_path(name), sha, URL + name)
+        fetch_mnist()
 
     def setup(self, stage: str | None = None):
         if not self.splits:

@@ -9,12 +9,11 @@
 - ``episode_<experiment>_<tier>.gif``: one episode, glimpse by glimpse: the canvas with the patches of every
   scale on the left, what the sensor passes on (each scale pooled to g × g) on the right.
 
-``python -m papers.ram.figures samples [--out FOLDER]`` writes the sample grid alone (no training needed).
+``repro figures PAPER --tier T`` redraws them all (the sample grid needs no training).
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -30,7 +29,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from papers.ram.data import ClutteredMNIST  # noqa: E402
 from papers.ram.model import GlimpseSensor  # noqa: E402
 from repro.papers import get_paper  # noqa: E402
-from repro.results import read_json  # noqa: E402
+from repro.results import aggregated_records  # noqa: E402
 
 TASKS = {  # name: (canvas, distractors, RAM experiment)
     "28x28 MNIST": (28, 0, "mnist_ram6"),
@@ -67,16 +66,9 @@ def samples(out: Path, per_task: int = 8) -> Path:
     return path
 
 
-def records_of(folder: Path) -> list[dict]:
-    aggregate = folder / "aggregate.json"
-    if not aggregate.exists():
-        return []
-    return [read_json(folder / name) for name in read_json(aggregate)["records"]]
-
-
 def error_curves(results_dir: Path, tier: str) -> Path | None:
     paper = get_paper("ram")
-    runs = {name: records_of(results_dir / name / tier) for name in paper.experiments}
+    runs = {name: aggregated_records(results_dir / name / tier) for name in paper.experiments}
     runs = {name: recs for name, recs in runs.items() if recs}
     if not runs:
         return None
@@ -122,11 +114,17 @@ def patch_boxes(ax, location, canvas: int, size: int, scales: int, color: str) -
         ax.add_patch(Rectangle(tuple(corner), width, width, fill=False, ec=color, lw=0.9))
 
 
+def traced(results_dir: Path, experiment: str, tier: str) -> dict | None:
+    """The first aggregated seed record that kept its glimpse paths."""
+    records = aggregated_records(results_dir / experiment / tier)
+    return next((r for r in records if r["details"].get("glimpse_paths")), None)
+
+
 def glimpse_paths(results_dir: Path, experiment: str, tier: str) -> Path | None:
-    recs = [r for r in records_of(results_dir / experiment / tier) if r["details"].get("glimpse_paths")]
-    if not recs:
+    record = traced(results_dir, experiment, tier)
+    if record is None:
         return None
-    paths = recs[0]["details"]["glimpse_paths"]
+    paths = record["details"]["glimpse_paths"]
     canvas, distractors, model = experiment_task(experiment)
     count = min(8, len(paths["labels"]))
     images, labels = test_canvases(canvas, distractors, count)
@@ -145,7 +143,7 @@ def glimpse_paths(results_dir: Path, experiment: str, tier: str) -> Path | None:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(
-        f"Glimpse paths, {experiment} ({tier}, seed {recs[0]['seed']}): first glimpse (circle, random) to "
+        f"Glimpse paths, {experiment} ({tier}, seed {record['seed']}): first glimpse (circle, random) to "
         f"last (cross; boxes: its patches)",
         fontsize=9,
     )
@@ -157,10 +155,10 @@ def glimpse_paths(results_dir: Path, experiment: str, tier: str) -> Path | None:
 
 
 def episode_gif(results_dir: Path, experiment: str, tier: str, index: int = 0) -> Path | None:
-    recs = [r for r in records_of(results_dir / experiment / tier) if r["details"].get("glimpse_paths")]
-    if not recs:
+    record = traced(results_dir, experiment, tier)
+    if record is None:
         return None
-    paths = recs[0]["details"]["glimpse_paths"]
+    paths = record["details"]["glimpse_paths"]
     canvas, distractors, model = experiment_task(experiment)
     images, labels = test_canvases(canvas, distractors, index + 1)
     image, label = images[index], labels[index]
@@ -205,19 +203,3 @@ def make_figures(results_dir: Path, tier: str) -> list[Path]:
     for _, _, experiment in TASKS.values():
         made += [glimpse_paths(results_dir, experiment, tier), episode_gif(results_dir, experiment, tier)]
     return [p for p in made if p is not None]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m papers.ram.figures", description="RAM's figures")
-    parser.add_argument("what", choices=("samples", "all"), help="samples: the task grid; all: every figure")
-    parser.add_argument("--out", type=Path, default=Path("results/ram"), help="folder (default results/ram)")
-    parser.add_argument("--tier", default="cpu", help="the tier whose records 'all' draws (default cpu)")
-    args = parser.parse_args(argv)
-    made = [samples(args.out)] if args.what == "samples" else make_figures(args.out, args.tier)
-    for path in made:
-        print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

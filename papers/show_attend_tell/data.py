@@ -54,10 +54,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from repro.data import DataError, data_root, fetch, verify
-from repro.data.mnist import FILES as MNIST_FILES
-from repro.data.mnist import URL as MNIST_URL
-from repro.data.mnist import load_mnist, mnist_path
+from repro.data import DataError, data_root, verify
+from repro.data.mnist import fetch_mnist, load_mnist, mnist_files
 from repro.data.modules import EachEpoch, RunAwareDataModule
 
 EOS, UNK = 0, 1
@@ -261,11 +259,10 @@ class CaptionedMNIST(RunAwareDataModule):
         self.fixed: dict[str, dict] = {}
 
     def data_files(self) -> list[Path]:
-        return [mnist_path(name) for name in MNIST_FILES]
+        return mnist_files()
 
     def prepare_data(self):
-        for name, sha in MNIST_FILES.items():
-            fetch(mnist_path(name), sha, MNIST_URL + name)
+        fetch_mnist()
 
     def setup(self, stage: str | None = None):
         if not self.splits:

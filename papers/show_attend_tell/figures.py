@@ -10,12 +10,11 @@
 
 Only the MNIST experiments are drawn: the caption sets' images are the user's own copies, not in the data
 root.
-``python -m papers.show_attend_tell.figures samples [--out FOLDER]`` writes the sample grid alone.
+``repro figures PAPER --tier T`` redraws them all (the sample grid needs no training).
 """
 
 from __future__ import annotations
 
-import argparse
 import textwrap
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from papers.show_attend_tell.data import CaptionedMNIST  # noqa: E402
-from repro.results import read_json  # noqa: E402
+from repro.results import aggregated_records  # noqa: E402
 
 EXPERIMENTS = ("mnist_soft", "mnist_hard")
 
@@ -58,15 +57,8 @@ def samples(out: Path, count: int = 8) -> Path:
     return path
 
 
-def records_of(folder: Path) -> list[dict]:
-    aggregate = folder / "aggregate.json"
-    if not aggregate.exists():
-        return []
-    return [read_json(folder / name) for name in read_json(aggregate)["records"]]
-
-
 def bleu_curves(results_dir: Path, tier: str) -> Path | None:
-    runs = {name: records_of(results_dir / name / tier) for name in EXPERIMENTS}
+    runs = {name: aggregated_records(results_dir / name / tier) for name in EXPERIMENTS}
     runs = {name: recs for name, recs in runs.items() if recs}
     if not runs:
         return None
@@ -91,7 +83,8 @@ def bleu_curves(results_dir: Path, tier: str) -> Path | None:
 
 
 def attention_maps(results_dir: Path, experiment: str, tier: str) -> Path | None:
-    recs = [r for r in records_of(results_dir / experiment / tier) if r["details"].get("attention_maps")]
+    records = aggregated_records(results_dir / experiment / tier)
+    recs = [r for r in records if r["details"].get("attention_maps")]
     if not recs:
         return None
     maps = recs[0]["details"]["attention_maps"]
@@ -131,19 +124,3 @@ def make_figures(results_dir: Path, tier: str) -> list[Path]:
     made = [samples(results_dir), bleu_curves(results_dir, tier)]
     made += [attention_maps(results_dir, experiment, tier) for experiment in EXPERIMENTS]
     return [p for p in made if p is not None]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m papers.show_attend_tell.figures", description="figures")
-    parser.add_argument("what", choices=("samples", "all"), help="samples: the scene grid; all: every figure")
-    parser.add_argument("--out", type=Path, default=Path("results/show_attend_tell"), help="output folder")
-    parser.add_argument("--tier", default="cpu", help="the tier whose records 'all' draws (default cpu)")
-    args = parser.parse_args(argv)
-    made = [samples(args.out)] if args.what == "samples" else make_figures(args.out, args.tier)
-    for path in made:
-        print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -62,3 +62,14 @@ def load_mnist(root: Path | None = None) -> dict[str, tuple[np.ndarray, np.ndarr
         "valid": (train_x[TRAIN_SIZE:], train_y[TRAIN_SIZE:]),
         "test": (test_x, test_y),
     }
+
+
+def mnist_files(root: Path | None = None) -> list[Path]:
+    """The four files (what a run record's data checksums list)."""
+    return [mnist_path(name, root) for name in FILES]
+
+
+def fetch_mnist(root: Path | None = None) -> None:
+    """Verify the four files, downloading any that is missing (a data module's ``prepare_data``)."""
+    for name, sha in FILES.items():
+        fetch(mnist_path(name, root), sha, URL + name)
