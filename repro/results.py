@@ -111,6 +111,8 @@ def hardware(accelerator: str = "cpu", devices: int | str = 1) -> dict[str, Any]
         "torch_threads": torch.get_num_threads(),
         "accelerator": accelerator,
         "devices": devices,
+        # What else ran: timings from a loaded machine are not comparable with idle ones.
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
     if torch.cuda.is_available() and accelerator in ("gpu", "cuda", "auto"):
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
