@@ -52,10 +52,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from repro.data import DataError, data_root, sha256, verify
-from repro.data.modules import EachEpoch, RunAwareDataModule
+from repro.data.modules import EpochBatchesDataModule
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +208,7 @@ def sentence_batch(sentences: list[np.ndarray], eos: int, tokens: int) -> dict:
     return {"inputs": inputs, "targets": targets, "first": True, "tokens": tokens}
 
 
-class PTBData(RunAwareDataModule):
+class PTBData(EpochBatchesDataModule):
     """Penn Treebank word ids, in the stream or the sentence protocol (module docstring).
 
     Args:
@@ -310,12 +309,3 @@ class PTBData(RunAwareDataModule):
             for chunk in chunks
             if chunk[rank::world]  # the last chunk may have fewer lines than there are ranks
         ]
-
-    def train_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.training_batches(self.epoch)), batch_size=None)
-
-    def val_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.evaluation_batches("valid")), batch_size=None)
-
-    def test_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.evaluation_batches("test")), batch_size=None)

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from repro.data import DataError, data_root, fetch
-from repro.data.modules import EachEpoch, RunAwareDataModule
+from repro.data.modules import EpochBatchesDataModule
 
 FILE = "JSB_Chorales.pickle"
 SHA256 = "69dc4c3e52800959ac0ab3b82aa3e5f55285ce64f1705acb3e3a8ef77a5c051c"
@@ -74,7 +73,7 @@ def collate(rolls: list[np.ndarray]) -> dict[str, torch.Tensor]:
     return {"inputs": inputs, "targets": targets, "mask": mask}
 
 
-class JSBData(RunAwareDataModule):
+class JSBData(EpochBatchesDataModule):
     """JSB Chorales piano rolls, in batches of whole chorales.
 
     Args:
@@ -133,12 +132,3 @@ class JSBData(RunAwareDataModule):
         seqs = self.parts[part][rank::world]
         size = self.hparams.eval_batch_size
         return [collate(seqs[i : i + size]) for i in range(0, len(seqs), size)]
-
-    def train_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.training_batches(self.epoch)), batch_size=None)
-
-    def val_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.evaluation_batches("valid")), batch_size=None)
-
-    def test_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.evaluation_batches("test")), batch_size=None)

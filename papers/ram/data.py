@@ -31,10 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from repro.data.mnist import fetch_mnist, load_mnist, mnist_files
-from repro.data.modules import EachEpoch, RunAwareDataModule
+from repro.data.modules import EpochBatchesDataModule
 
 DIGIT, CROP = 28, 8  # digit width; clutter piece width (dist_w)
 EVAL_SEED = 20140624  # fixes the valid/test canvases for every run (arXiv v1's date)
@@ -79,7 +78,7 @@ def to_batch(canvases: np.ndarray, labels: np.ndarray, starts: np.ndarray, corne
     }
 
 
-class ClutteredMNIST(RunAwareDataModule):
+class ClutteredMNIST(EpochBatchesDataModule):
     """MNIST digits on a ``canvas`` × ``canvas`` canvas with ``distractors`` pieces of 8 × 8 clutter.
 
     Args:
@@ -156,12 +155,3 @@ class ClutteredMNIST(RunAwareDataModule):
         for begin in range(0, len(mine), size):
             i = mine[begin : begin + size]
             yield to_batch(fixed["canvases"][i], fixed["labels"][i], fixed["starts"][i], fixed["corners"][i])
-
-    def train_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.training_batches(self.epoch)), batch_size=None)
-
-    def val_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.evaluation_batches("valid")), batch_size=None)
-
-    def test_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.evaluation_batches("test")), batch_size=None)

@@ -52,11 +52,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from repro.data import DataError, data_root, verify
 from repro.data.mnist import fetch_mnist, load_mnist, mnist_files
-from repro.data.modules import EachEpoch, RunAwareDataModule
+from repro.data.modules import EpochBatchesDataModule
 
 EOS, UNK = 0, 1
 SPLITS = ("train", "valid", "test")
@@ -226,7 +225,7 @@ def attention_hits(
     return (same & overlap).any(-1).sum(), named.sum()
 
 
-class CaptionedMNIST(RunAwareDataModule):
+class CaptionedMNIST(EpochBatchesDataModule):
     """Captioned scenes of 2 or 3 MNIST digits (module docstring): our offline benchmark.
 
     Args:
@@ -325,15 +324,6 @@ class CaptionedMNIST(RunAwareDataModule):
                 "boxes": torch.from_numpy(fixed["boxes"][i]),
             }
 
-    def train_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.training_batches(self.epoch)), batch_size=None)
-
-    def val_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.evaluation_batches("valid")), batch_size=None)
-
-    def test_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.evaluation_batches("test")), batch_size=None)
-
 
 def to_images(canvases: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(canvases).float().div_(255).unsqueeze(1)
@@ -386,7 +376,7 @@ def build_vocabulary(captions: list[list[str]], size: int) -> list[str]:
     return ["<eos>", "UNK", *frequent]
 
 
-class FeatureCaptions(RunAwareDataModule):
+class FeatureCaptions(EpochBatchesDataModule):
     """Images as cached annotation vectors (196 × 512), with their captions: Flickr8k, Flickr30k or COCO.
 
     Args:
@@ -522,12 +512,3 @@ class FeatureCaptions(RunAwareDataModule):
             i = mine[begin : begin + self.hparams.eval_batch_size]
             names = [self.images[split][j] for j in i]
             yield {"features": self.load_features(names), "index": torch.from_numpy(i)}
-
-    def train_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.training_batches(self.epoch)), batch_size=None)
-
-    def val_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.evaluation_batches("valid")), batch_size=None)
-
-    def test_dataloader(self):
-        return DataLoader(EachEpoch(lambda: self.evaluation_batches("test")), batch_size=None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
-from torch.utils.data import IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
 
 class EachEpoch(IterableDataset):
@@ -35,3 +35,18 @@ class RunAwareDataModule(L.LightningDataModule):
         if self.trainer is None:
             return 0
         return self.trainer.fit_loop.epoch_progress.current.processed
+
+
+class EpochBatchesDataModule(RunAwareDataModule):
+    """A run-aware data module whose subclass builds whole batches: ``training_batches(epoch)`` (this rank's
+    batches of that epoch) and ``evaluation_batches(split)`` for the splits ``valid`` and ``test``. The three
+    loaders serve them, rebuilt each time an epoch starts."""
+
+    def train_dataloader(self):
+        return DataLoader(EachEpoch(lambda: self.training_batches(self.epoch)), batch_size=None)
+
+    def val_dataloader(self):
+        return DataLoader(EachEpoch(lambda: self.evaluation_batches("valid")), batch_size=None)
+
+    def test_dataloader(self):
+        return DataLoader(EachEpoch(lambda: self.evaluation_batches("test")), batch_size=None)
