@@ -20,6 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from papers.stack_rnn import kernel
 from papers.stack_rnn.data import StackTaskData
 from papers.stack_rnn.model import LSTMBaseline, StackRNN, StackRNNModule
 from papers.stack_rnn.tasks import get_task
@@ -42,9 +43,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # Helpers
 
 
-def tiny_core(vocab=2, hidden=3, stacks=2, size=4, depth=2, noop=False, recurrent=False, seed=0):
+def tiny_core(
+    vocab=2, hidden=3, stacks=2, size=4, depth=2, noop=False, recurrent=False, seed=0, use_kernel=True
+):
     torch.manual_seed(seed)
-    return StackRNN(vocab, hidden, stacks, size, depth, noop, recurrent).double()
+    return StackRNN(vocab, hidden, stacks, size, depth, noop, recurrent, use_kernel).double()
 
 
 def saturate(core, actions, push_pre, logits=None):
@@ -282,10 +285,13 @@ def test_output_uses_hidden_from_stack_before_this_steps_update():
     assert not torch.allclose(logits[0, 1], hidden_from(1, stacks_after_1) @ V, atol=1e-6)
 
 
-def test_window_matches_spec_equations_cell_by_cell():
-    """Several steps, resets and per-row rounding, against a literal cell-by-cell reading of §3."""
-    for noop, recurrent in [(False, False), (True, True)]:
-        core = tiny_core(vocab=3, hidden=4, stacks=2, size=5, noop=noop, recurrent=recurrent, seed=11)
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["kernel", "torch"])
+def test_window_matches_spec_equations_cell_by_cell(use_kernel):
+    """Several steps, resets and per-row rounding, against a literal cell-by-cell reading of §3, for both
+    implementations (the kernel serves only cores without R: the recurrent case runs the loop)."""
+    for noop, recurrent in [(False, False), (True, False), (True, True)]:
+        core = tiny_core(3, 4, 2, 5, noop=noop, recurrent=recurrent, seed=11, use_kernel=use_kernel)
+        assert core.use_kernel == (use_kernel and not recurrent)
         with torch.no_grad():
             for p in core.parameters():
                 p.mul_(8)  # far from uniform actions
@@ -365,10 +371,12 @@ def test_reset_empties_only_the_flagged_row_at_the_flagged_step():
 # 2. Gradients
 
 
-def test_gradcheck_through_the_soft_stacks():
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["kernel", "torch"])
+def test_gradcheck_through_the_soft_stacks(use_kernel):
     """Analytic gradients of the logits w.r.t. U, P, [V|A|D] and the initial stacks match finite
-    differences."""
-    core = tiny_core(vocab=2, hidden=3, stacks=2, size=4, noop=True, seed=4)
+    differences (the kernel's hand-written backward and autograd through the loop)."""
+    core = tiny_core(vocab=2, hidden=3, stacks=2, size=4, noop=True, seed=4, use_kernel=use_kernel)
+    core.full_stack_gradient = True  # gradcheck also feeds gradient into the final stacks
     inputs = torch.tensor([[0, 1, 1], [1, 0, 1]])
     resets = torch.tensor([[False, False, False], [False, True, False]])
     hidden, _ = core.initial_state(2)
@@ -385,6 +393,79 @@ def test_gradcheck_through_the_soft_stacks():
     assert torch.autograd.gradcheck(
         logits_of, (*params.values(), stacks.requires_grad_()), eps=1e-6, atol=1e-7
     )
+
+
+def window_gradients(core, inputs, state, resets):
+    """Logits, final stacks and the gradients of a loss that weighs every logit differently."""
+    core.zero_grad()
+    stacks = state[1].clone().requires_grad_()
+    logits, (_, final), actions = core(inputs, (state[0], stacks), resets)
+    weights = torch.linspace(-1, 2, logits.numel(), dtype=logits.dtype).view_as(logits)
+    (logits * weights).sum().backward()
+    grads = [p.grad.clone() for p in core.parameters()]
+    return logits.detach(), final.detach(), actions, grads, stacks.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("noop", [False, True])
+def test_kernel_equals_the_pytorch_loop_at_the_papers_sizes(dtype, noop):
+    """The compiled window (40 hidden, 10 stacks of 200, a 60-step window with resets, initial stacks not
+    empty) gives the loop's logits, stacks, actions and gradients, including the gradient of the initial
+    stacks that the kernel computes from the top depth + T cells it keeps."""
+    torch.manual_seed(5)
+    core = StackRNN(3, 40, 10, 200, 2, noop).to(dtype)
+    assert core.use_kernel and kernel.available()
+    gen = torch.Generator().manual_seed(2)
+    inputs = torch.randint(0, 3, (4, 60), generator=gen)
+    resets = torch.zeros(4, 60, dtype=torch.bool)
+    resets[1, 9] = resets[3, 0] = True
+    state = (core.initial_state(4)[0], torch.rand(4, 10, 200, generator=gen, dtype=dtype) * 2 - 1)
+    fast = window_gradients(core, inputs, state, resets)
+    core.use_kernel = False
+    slow = window_gradients(core, inputs, state, resets)
+    tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 2e-4}
+    for a, b in zip(fast[:3], slow[:3], strict=True):
+        torch.testing.assert_close(a, b, **tol)
+    for a, b in zip(fast[3], slow[3], strict=True):
+        torch.testing.assert_close(a, b, **tol)
+    torch.testing.assert_close(fast[4], slow[4], **tol)
+    assert slow[4][0, :, 2:40].abs().sum() > 0  # the gradient does reach below the top cells
+    # Row 3 is reset before its first step; row 1 reads its initial stacks for 9 steps, so their error
+    # reaches depth + 9 - 1 = 10 cells.
+    assert slow[4][3].abs().sum() == 0
+    assert slow[4][1, :, :10].abs().sum() > 0 and slow[4][1, :, 10:].abs().sum() == 0
+
+
+def test_kernel_refuses_gradient_into_stacks_it_did_not_keep():
+    """Without full_stack_gradient the kernel keeps the top depth + T + 1 cells of each step; a loss on
+    the final stacks must then fail loudly rather than return a wrong gradient."""
+    core = tiny_core(vocab=2, hidden=3, stacks=2, size=40, seed=1)
+    _, (_, final), _ = core(torch.zeros(1, 5, dtype=torch.long), core.initial_state(1))
+    with pytest.raises(RuntimeError, match="full=True"):
+        final.sum().backward()
+    core.full_stack_gradient = True
+    _, (_, final), _ = core(torch.zeros(1, 5, dtype=torch.long), core.initial_state(1))
+    final.sum().backward()
+    assert core.readout.grad.abs().sum() > 0
+
+
+def test_without_a_compiler_the_loop_runs_with_a_warning(monkeypatch, tmp_path):
+    inputs = torch.tensor([[0, 1, 1]])
+    try:
+        with monkeypatch.context() as env:
+            env.setenv("REPRO_CACHE", str(tmp_path))
+            env.setenv("CC", "no-such-compiler")
+            kernel.library.cache_clear()
+            with pytest.warns(UserWarning, match="no C compiler"):
+                assert not kernel.available()
+            core = tiny_core(seed=2)
+            logits, _, _ = core(inputs, core.initial_state(1))
+            torch.testing.assert_close(
+                logits, reference_forward(core, inputs, core.initial_state(1)), **EXACT
+            )
+    finally:
+        kernel.library.cache_clear()
+    assert kernel.available()  # built (or found) again under the user's own settings
 
 
 # -----------------------------------------------------------------------------
@@ -1082,13 +1163,11 @@ def test_bench_quick_reports_throughput_and_table2_wall_clock(tmp_path, monkeypa
     out = tmp_path / "results" / "bench" / "stack_rnn.json"
     report = bench.main(out, quick=True)
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
-    assert [(row["batch_size"], row["dtype"]) for row in report["training"]] == [
-        (1, "float64"),
-        (16, "float64"),
-        (16, "float32"),
-        (32, "float64"),
-    ]
+    settings = [(1, "float64"), (16, "float64"), (16, "float32"), (32, "float64")]
+    rows = [(row["implementation"], row["batch_size"], row["dtype"]) for row in report["training"]]
+    assert rows == [("kernel", *s) for s in settings] + [("torch loop", *s) for s in settings]
     assert all(row["characters_per_s"] > 0 and row["windows_per_s"] > 0 for row in report["training"])
+    assert report["kernel_speedup_at_cpu_tier"] > 0
     table2 = report["table2_cpu"]
     assert table2["wall_clock_s"] == 360.0
     assert table2["cells"]["stack_anbn"]["wall_time_s_per_seed"] == [300.0, 300.0]

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from papers.stack_rnn import kernel
 from papers.stack_rnn.tasks import sequence_accuracy
 
 EMPTY = -1.0  # value of an empty stack cell [code]
@@ -58,12 +59,18 @@ class StackRNN(nn.Module):
         depth: int = 2,
         noop: bool = False,
         recurrent: bool = False,
+        use_kernel: bool = True,
     ):
         super().__init__()
         self.vocab_size, self.hidden_size = vocab_size, hidden_size
         self.n_stacks, self.stack_size, self.depth = n_stacks, stack_size, depth
         self.n_actions = 3 if noop else 2  # order [push, pop, no-op] as in the code
         self.recurrent = recurrent
+        # The compiled CPU window (kernel.py) serves the stack cores without R; it is the same computation.
+        self.use_kernel = use_kernel and n_stacks > 0 and not recurrent
+        # Whether the final stacks of a window may receive gradient (the module's overlap mode): the kernel
+        # then keeps every cell of every step for the backward pass instead of the reachable top ones.
+        self.full_stack_gradient = False
         self.embed = nn.Parameter(three_uniform_(torch.empty(vocab_size, hidden_size)))  # U (one-hot input)
         self.stack_to_hidden = nn.Parameter(three_uniform_(torch.empty(n_stacks * depth, hidden_size)))  # P
         # V, A and D read the same h_t: one matrix product gives [logits | action scores | push values].
@@ -92,6 +99,23 @@ class StackRNN(nn.Module):
         batch, steps = inputs.shape
         hidden, stacks = state
         v, s, a = self.vocab_size, self.n_stacks, self.n_actions
+        if self.use_kernel and inputs.device.type == "cpu" and kernel.available():
+            if isinstance(hard, bool):
+                hard = torch.full((batch,), hard) if hard else None
+            logits, stacks, hidden, actions = kernel.StackWindow.apply(
+                self.embed,
+                self.stack_to_hidden,
+                self.readout,
+                stacks,
+                inputs,
+                resets,
+                hard,
+                self.depth,
+                a,
+                self.full_stack_gradient,
+                torch.is_grad_enabled(),
+            )
+            return logits, (hidden, stacks), actions
         empty = stacks.new_full((batch, s, 1), EMPTY)
         reset_steps = set(resets.any(0).nonzero().flatten().tolist()) if resets is not None else set()
         hard_rows = None
@@ -186,6 +210,8 @@ class StackRNNModule(L.LightningModule):
         lr_min: training stops once halving takes the learning rate below this (1e-5).
         overlap: back-propagate each window's errors through the previous window as well (truncated BPTT
             with k1 = bptt, k2 = 2 bptt), so every character's error reaches at least ``bptt`` steps back.
+        use_kernel: run the stack core's windows through the compiled CPU kernel (``kernel.py``: the same
+            equations, about ten times faster) when it can be built; false forces the PyTorch loop.
     """
 
     def __init__(
@@ -203,6 +229,7 @@ class StackRNNModule(L.LightningModule):
         lr: float = 0.1,
         lr_min: float = 1e-5,
         overlap: bool = False,
+        use_kernel: bool = True,
     ):
         super().__init__()
         from papers.stack_rnn.tasks import get_task
@@ -211,7 +238,8 @@ class StackRNNModule(L.LightningModule):
         self.task = get_task(task)
         vocab = self.task.vocab_size
         if architecture == "stack":
-            self.core = StackRNN(vocab, hidden_size, n_stacks, stack_size, depth, noop, recurrent)
+            self.core = StackRNN(vocab, hidden_size, n_stacks, stack_size, depth, noop, recurrent, use_kernel)
+            self.core.full_stack_gradient = overlap
         elif architecture == "rnn":
             self.core = StackRNN(vocab, hidden_size, n_stacks=0, recurrent=True)
         elif architecture == "lstm":
@@ -227,6 +255,7 @@ class StackRNNModule(L.LightningModule):
         self.rounded_snapshot: dict[str, torch.Tensor] | None = None
         self._state = None
         self._previous = None
+        self._train_nll, self._train_chars = 0.0, 0.0
         self._test_correct: list[torch.Tensor] = []
         self.details: dict = {}
 
@@ -246,6 +275,7 @@ class StackRNNModule(L.LightningModule):
     def on_train_epoch_start(self):
         self._state = None  # the stacks are emptied at the start of every epoch [code]
         self._previous = None
+        self._train_nll, self._train_chars = 0.0, 0.0
 
     def training_step(self, batch, batch_idx):
         inputs, targets, resets, mask = batch["inputs"], batch["targets"], batch["resets"], batch["loss_mask"]
@@ -263,8 +293,16 @@ class StackRNNModule(L.LightningModule):
         nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         # Summed over the window, averaged over streams: the per-character step of online SGD.
         loss = (nll * mask).sum() / inputs.shape[0]
-        self.log("train/nll", (nll * mask).sum() / mask.sum().clamp(min=1), prog_bar=True)
-        self.log("lr", self.lr, prog_bar=True)
+        # The training NLL is averaged over the windows between two log points and logged once: with the
+        # compiled kernel a window takes a few milliseconds, and each self.log call adds Lightning's
+        # per-call bookkeeping to every one of them.
+        self._train_nll += (nll * mask).sum().detach()
+        self._train_chars += mask.sum()
+        every = self._trainer.log_every_n_steps if self._trainer is not None else 1
+        if (batch_idx + 1) % every == 0:
+            self.log("train/nll", self._train_nll / self._train_chars.clamp(min=1), prog_bar=True)
+            self.log("lr", self.lr, prog_bar=True)
+            self._train_nll, self._train_chars = 0.0, 0.0
         return loss
 
     # ----------------------------------------------------------------------------------------------
