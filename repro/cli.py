@@ -8,6 +8,7 @@
     repro bench [PAPER]                    run the papers' benchmarks, JSON under results/bench/
     repro sample PAPER [options]           text from a trained model (papers with a sampler)
     repro figures PAPER [--tier T]         redraw a paper's figures from its committed records
+    repro search PAPER [options]           the paper's random search (Optuna), its analysis and verdict
 
 Exit status: 0 when every gated number agrees, 1 on a miss, 2 on bad input (unknown names, bad configs).
 """
@@ -46,9 +47,12 @@ VERDICT_STYLE = {
 
 
 def selected_experiments(paper: Paper, names: list[str] | None) -> list[Experiment]:
+    from repro.search import is_search_experiment
+
     if names:
         return [paper.experiment(n) for n in names]
-    return [e for e in paper.experiments.values() if e.implemented]
+    # search_<experiment> entries are judged from `repro search`'s trials, not trained as seeds
+    return [e for e in paper.experiments.values() if e.implemented and not is_search_experiment(e.name)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,6 +195,8 @@ def print_verdicts(paper: Paper, aggregates: list[dict[str, Any]]) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from repro.search import is_search_experiment
+
     paper = get_paper(args.paper)
     experiments = selected_experiments(paper, args.experiment)
     if not args.experiment:
@@ -205,6 +211,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             )
         experiments = [e for e in experiments if e.name not in skipped]
     for e in experiments:
+        if is_search_experiment(e.name):
+            raise ConfigError(
+                f"{paper.name}/{e.name} is judged from random-search trials, not seeds: "
+                f"repro search {paper.name} --variant {e.name.removeprefix('search_')}"
+            )
         if not e.implemented:
             raise ConfigError(f"{paper.name}/{e.name} is not implemented in this suite: {e.note}")
         if not paper.config_path(e.name, args.tier).exists():
@@ -369,6 +380,53 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run (or resume) the random search, then redraw the paper's figures, which analyse the trials and write
+    each searched experiment's summary.json, and judge the summaries against expected.yaml."""
+    from repro import search
+
+    paper = get_paper(args.paper)
+    failures = []
+    if args.train:
+        try:
+            failures = search.run_search(
+                paper.name,
+                args.tier,
+                variants=args.variant,
+                trials=args.trials,
+                workers=args.workers,
+                storage_url=args.storage,
+                seed=args.seed,
+                overrides=tuple(args.overrides),
+                results_root=args.results,
+                report=lambda text: console.print(escape(text)),
+            )
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted:[/] the same command resumes the search")
+            return 130
+    else:
+        search.resolve_variants(paper, search.search_module(paper), args.variant)
+    make_figures(paper, args.tier, args.results)
+    aggregates = [
+        payload
+        for experiment in paper.experiments.values()
+        if search.is_search_experiment(experiment.name)
+        and (payload := search.aggregate(paper, experiment, args.tier, args.results)) is not None
+    ]
+    if aggregates:
+        print_verdicts(paper, aggregates)
+    else:
+        console.print(
+            f"no verdict yet: the analysis judges a study once it holds the {args.tier} tier's trials"
+        )
+    missed = [a["experiment"] for a in aggregates if a["verdict"] == MISS]
+    for failure in failures:
+        console.print(f"[red]search failed:[/] {escape(failure)}")
+    if missed:
+        console.print(f"[red]MISS[/] on gated numbers of: {', '.join(missed)}")
+    return 1 if missed or failures else 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """A paper with ``sample.py`` samples from its trained models: ``main(argv) -> int`` takes the rest."""
     paper = get_paper(args.paper)
@@ -456,6 +514,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paper")
     p.add_argument("--tier", "-t", choices=TIERS, default="cpu", help="whose records to draw (default cpu)")
     p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser(
+        "search",
+        help="the paper's random search (Optuna): run or resume its studies, analyse, judge",
+        description="Random search over the hyperparameters a paper declares in papers/<paper>/search.py: "
+        "one Optuna study per variant and tier, a random sampler, --trials N in total (rerun to resume).",
+    )
+    p.add_argument("paper")
+    p.add_argument(
+        "--variant", "-v", action="append", help="search this variant only (repeatable; default all)"
+    )
+    p.add_argument("--tier", "-t", choices=TIERS, default="cpu", help="smoke | cpu | full (default: cpu)")
+    p.add_argument(
+        "--trials", type=int, help="finished trials per study in all (default: the paper's for the tier)"
+    )
+    p.add_argument("--workers", type=int, default=1, help="trials at once, one process and one thread each")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage: an SQLAlchemy URL (postgresql://..., sqlite:///PATH) or journal:PATH "
+        "(default: sqlite:///runs/<paper>/search/<tier>/optuna.db)",
+    )
+    p.add_argument("--seed", type=int, help="the sampler's seed, fixed when a study is created (default 0)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every trial (not a sampled key), fixed when a study is created",
+    )
+    p.add_argument(
+        "--no-train",
+        dest="train",
+        action="store_false",
+        help="analyse and judge the trial records under results/ again without running trials",
+    )
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("sample", help="sample text from a trained model; PAPER --help lists its options")
     p.add_argument("paper")

@@ -52,6 +52,20 @@ class RunSpec:
         return (self.runs_root or RUNS) / self.paper / self.experiment / self.tier / f"seed{self.seed}"
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run differs from a seed of ``repro reproduce``: a trial of ``repro search`` (repro/search.py)
+    keeps its record and work folder with its study, writes no checkpoints (hundreds of short trials), and
+    ends at a NaN/inf loss the way early stopping ends a run (the weights of the best validation epoch are
+    tested) instead of failing, because a diverging trial is one of the search's results."""
+
+    work_dir: Path | None = None  # default: spec.work_dir
+    record_path: Path | None = None  # default: results/<paper>/<experiment>/<tier>/seed<k>.json
+    checkpoints: bool = True
+    stop_on_nonfinite: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # more fields for the record
+
+
 def wandb_mode() -> str:
     """Offline unless the user asked otherwise: WANDB_MODE wins, then an API key means online."""
     if os.environ.get("WANDB_MODE"):
@@ -107,27 +121,41 @@ def continue_csv_log(logger, checkpoint: Path) -> None:
     results.atomic_write_text(log, text.getvalue())
 
 
-def build_trainer(config: dict[str, Any], spec: RunSpec, resume_from: Path | None = None):
+def build_trainer(
+    config: dict[str, Any],
+    spec: RunSpec,
+    resume_from: Path | None = None,
+    options: RunOptions | None = None,
+):
     import lightning as L
     from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
+    options = options or RunOptions()
+    work = options.work_dir or spec.work_dir
+
     class StopOnNonFiniteLoss(Callback):
-        """Stop at the first NaN/inf loss; the checkpoints of earlier epochs stay on disk."""
+        """Stop at the first NaN/inf loss: fail (the checkpoints of earlier epochs stay on disk), or, with
+        ``options.stop_on_nonfinite``, end training as early stopping would and note it in ``message``."""
+
+        message: str | None = None
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            if loss is not None and not math.isfinite(float(loss)):
-                raise NonFiniteLossError(
-                    f"loss became {float(loss)} at epoch {trainer.current_epoch}, batch {batch_idx}. "
-                    f"The last good checkpoint is kept in {spec.work_dir / 'checkpoints'}; lower the "
-                    f"learning rate (model.lr=...) or check the data, then rerun with --resume."
-                )
+            if loss is None or math.isfinite(float(loss)) or self.message:
+                return
+            self.message = f"loss became {float(loss)} at epoch {trainer.current_epoch}, batch {batch_idx}"
+            if options.stop_on_nonfinite:
+                trainer.should_stop = True
+                return
+            raise NonFiniteLossError(
+                f"{self.message}. The last good checkpoint is kept in {work / 'checkpoints'}; lower the "
+                f"learning rate (model.lr=...) or check the data, then rerun with --resume."
+            )
 
-    work = spec.work_dir
     work.mkdir(parents=True, exist_ok=True)
     old = work / "checkpoints"
-    if not spec.resume and old.exists() and any(old.iterdir()):
+    if options.checkpoints and not spec.resume and old.exists() and any(old.iterdir()):
         # A fresh run must not mix its checkpoints with an earlier run's; keep those aside, never delete them.
         old.rename(work / f"checkpoints-before-{results.now().replace(':', '')}")
     wandb_dir = work / "wandb"
@@ -148,17 +176,19 @@ def build_trainer(config: dict[str, Any], spec: RunSpec, resume_from: Path | Non
                 config={**config, "seed": spec.seed, "experiment": spec.experiment},
             )
         )
-    callbacks = [
+    callbacks: list = [StopOnNonFiniteLoss()]
+    if options.checkpoints:
         # Every epoch's checkpoint is kept: a kill during a write can only cost the newest one.
-        ModelCheckpoint(
-            dirpath=work / "checkpoints",
-            filename="epoch{epoch:03d}",
-            auto_insert_metric_name=False,
-            save_top_k=-1,
-            every_n_epochs=1,
-        ),
-        StopOnNonFiniteLoss(),
-    ]
+        callbacks.insert(
+            0,
+            ModelCheckpoint(
+                dirpath=work / "checkpoints",
+                filename="epoch{epoch:03d}",
+                auto_insert_metric_name=False,
+                save_top_k=-1,
+                every_n_epochs=1,
+            ),
+        )
     if spec.progress:
         callbacks.append(RichProgressBar(leave=True))
     return L.Trainer(
@@ -166,16 +196,17 @@ def build_trainer(config: dict[str, Any], spec: RunSpec, resume_from: Path | Non
         logger=loggers,
         callbacks=callbacks,
         default_root_dir=work,
-        enable_checkpointing=True,
+        enable_checkpointing=options.checkpoints,
         enable_progress_bar=spec.progress,
     )
 
 
-def run_seed(spec: RunSpec) -> dict[str, Any] | None:
+def run_seed(spec: RunSpec, options: RunOptions | None = None) -> dict[str, Any] | None:
     """Fit and test one seed; returns the record (None on ranks other than zero)."""
     import lightning as L
     import torch
 
+    options = options or RunOptions()
     paper = get_paper(spec.paper)
     experiment = paper.experiment(spec.experiment)
     config = config_lib.load(paper.config_path(experiment.name, spec.tier), spec.overrides, seed=spec.seed)
@@ -186,8 +217,9 @@ def run_seed(spec: RunSpec) -> dict[str, Any] | None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     model, data = config_lib.instantiate(config)
-    ckpt = latest_checkpoint(spec.work_dir / "checkpoints") if spec.resume else None
-    trainer = build_trainer(config, spec, resume_from=ckpt)
+    work = options.work_dir or spec.work_dir
+    ckpt = latest_checkpoint(work / "checkpoints") if spec.resume else None
+    trainer = build_trainer(config, spec, resume_from=ckpt, options=options)
     trainer.fit(model, datamodule=data, ckpt_path=ckpt)
     tested = trainer.test(model, datamodule=data, verbose=False)
     if not trainer.is_global_zero:
@@ -202,7 +234,7 @@ def run_seed(spec: RunSpec) -> dict[str, Any] | None:
         "metrics": metrics,
         "details": model.test_details() if hasattr(model, "test_details") else {},
         "epochs_trained": trainer.current_epoch,
-        "resumed_from": str(ckpt.relative_to(spec.work_dir)) if ckpt else None,
+        "resumed_from": str(ckpt.relative_to(work)) if ckpt else None,
         "config": config,
         "overrides": spec.overrides,
         "git": git,
@@ -213,8 +245,14 @@ def run_seed(spec: RunSpec) -> dict[str, Any] | None:
         "finished_at": results.now(),
         "wall_time_s": round(time.perf_counter() - t0, 2),
     }
+    if options.stop_on_nonfinite:
+        stop = next(c for c in trainer.callbacks if type(c).__name__ == "StopOnNonFiniteLoss")
+        record["nonfinite_loss"] = stop.message  # None: the loss stayed finite
+    record.update(options.extra)
     results.write_json(
-        results.record_path(spec.paper, spec.experiment, spec.tier, spec.seed, spec.results_root), record
+        options.record_path
+        or results.record_path(spec.paper, spec.experiment, spec.tier, spec.seed, spec.results_root),
+        record,
     )
     _close_wandb(trainer, record, experiment)
     return record

@@ -4,7 +4,8 @@ as ``figure3_<tier>.png`` and ``comparison_<tier>.md`` under ``results/lstm_odys
 
 The paper compares 200 random-search trials per variant (and their best 10%); the cpu tier compares seeds at
 one fixed hyperparameter point, so "significant" here means: beyond the spread of restarts at that point.
-Welch's test is written out from its definition (no SciPy in the suite's lock): the statistic
+Welch's test is written out from its definition (it predates SciPy in the suite's lock, which scikit-learn
+brought for the search's fANOVA; the tests check it against scipy.stats): the statistic
 t = (m₁ − m₂) / √(s₁²/n₁ + s₂²/n₂), the Welch–Satterthwaite degrees of freedom, and the two-sided p-value
 I_{ν/(ν+t²)}(ν/2, 1/2) through the regularised incomplete beta function.
 """
@@ -205,10 +206,15 @@ def draw(runs: dict[str, list[float]], tier: str, out: Path) -> Path:
 
 
 def make_figures(results_dir: Path, tier: str) -> list[Path]:
+    """The fixed-point comparison from the seed records, then the random search's analysis from the trial
+    records of ``repro search`` (search_analysis.py), each when its records exist."""
+    from papers.lstm_odyssey.search_analysis import make_search_figures
+
     runs = test_nlls(results_dir, tier)
-    if not runs:
-        return []
-    return [
-        draw(runs, tier, results_dir / f"figure3_{tier}.png"),
-        write_comparison(comparison(runs), tier, results_dir / f"comparison_{tier}.md"),
-    ]
+    paths = []
+    if runs:
+        paths += [
+            draw(runs, tier, results_dir / f"figure3_{tier}.png"),
+            write_comparison(comparison(runs), tier, results_dir / f"comparison_{tier}.md"),
+        ]
+    return paths + make_search_figures(results_dir, tier)

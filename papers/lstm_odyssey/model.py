@@ -6,6 +6,14 @@ The loss of a predicted frame is the binary cross-entropy summed over the 88 key
 every predicted frame of a split, frames pooled across chorales, in nats (spec §6: the Boulanger-Lewandowski
 convention). Training: SGD with Nesterov momentum on whole chorales (full BPTT), early stopping on the
 validation NLL, and the test scores the weights of the best validation epoch.
+
+Two switches give the paper's random search (``search.py``) the scale its hyperparameter ranges were drawn
+for (spec §4): ``loss_reduction="sum"`` trains on the NLL summed over the batch's predicted frames (the
+paper's per-chorale updates minimise a chorale's summed loss; with a batch of 8 chorales one step moves the
+weights as far as 8 per-chorale steps would, to first order), and ``momentum_scaled_lr`` multiplies the
+learning rate by (1 - momentum) (spec §4, [unverified]), so that a step's size does not grow as
+1/(1 - momentum) over the searched momenta 0..0.99. The fixed-point experiments keep the defaults (mean over
+frames, lr as given).
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ class OdysseyModule(L.LightningModule):
     lr, momentum: SGD with Nesterov momentum (momentum 0: plain SGD).
     init_scale: every weight uniform in ±init_scale (the fomorians port's 0.1; the paper's is not recorded).
     patience: epochs without a better validation NLL before training stops.
+    loss_reduction: what a training step minimises: "frame", the NLL per predicted frame (mean over the
+        batch's frames), or "sum", the NLL summed over them (the paper's per-chorale loss at batch 1).
+    momentum_scaled_lr: the step uses lr * (1 - momentum) (the paper's rescaling, spec §4 [unverified]).
     """
 
     def __init__(
@@ -39,8 +50,14 @@ class OdysseyModule(L.LightningModule):
         momentum: float = 0.9,
         init_scale: float = 0.1,
         patience: int = 5,
+        loss_reduction: str = "frame",
+        momentum_scaled_lr: bool = False,
     ):
         super().__init__()
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(
+                f"model.loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)}, not {loss_reduction!r}"
+            )
         self.save_hyperparameters()
         self.lstm = LSTMLayer(KEYS, hidden_size, variant_config(variant))
         self.readout = nn.Linear(hidden_size, KEYS)
@@ -48,7 +65,9 @@ class OdysseyModule(L.LightningModule):
             self.lstm.reset_parameters(init_scale)
             for p in self.readout.parameters():
                 p.uniform_(-init_scale, init_scale)
-        self.nll = SumMetric()
+        # A NaN loss must make the NLL NaN: SumMetric's default drops NaN values, which scores a model whose
+        # weights are NaN at 0 nats (the best possible) instead of marking it diverged.
+        self.nll = SumMetric(nan_strategy="disable")
         self.frames = SumMetric()
         self.best = BestWeights("val/nll", mode="min")
 
@@ -57,7 +76,8 @@ class OdysseyModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0)
+        lr = hp.lr * (1 - hp.momentum) if hp.momentum_scaled_lr else hp.lr
+        return torch.optim.SGD(self.parameters(), lr=lr, momentum=hp.momentum, nesterov=hp.momentum > 0)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits of frame t + 1 for every input frame t (``T × B × 88``)."""
@@ -73,9 +93,11 @@ class OdysseyModule(L.LightningModule):
         nll, frames = self.frame_nll(batch)
         self.log("train/nll", nll / frames, prog_bar=True, batch_size=int(frames))
         world = self.trainer.world_size
+        # DDP averages the ranks' gradients: scaled so, a step is the single-process step on the whole batch.
+        if self.hparams.loss_reduction == "sum":
+            return nll * world
         if world == 1:
             return nll / frames
-        # DDP averages the ranks' gradients: scaled so, a step is the single-process step on the whole batch.
         return nll * world / self.trainer.strategy.reduce(frames.detach(), reduce_op="sum")
 
     def evaluate(self, batch):
@@ -121,4 +143,5 @@ def variant_config(name: str):
     return variant(name)
 
 
+LOSS_REDUCTIONS = ("frame", "sum")
 VARIANT_NAMES = ("vanilla", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR")
