@@ -9,6 +9,7 @@
     repro sample PAPER [options]           text from a trained model (papers with a sampler)
     repro figures PAPER [--tier T]         redraw a paper's figures from its committed records
     repro search PAPER [options]           the paper's random search (Optuna), its analysis and verdict
+    repro features PAPER EXPERIMENT        cache the VGG-19 features an experiment reads (one-time pass)
 
 Exit status: 0 when every gated number agrees, 1 on a miss, 2 on bad input (unknown names, bad configs).
 """
@@ -427,6 +428,44 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 1 if missed or failures else 0
 
 
+def cmd_features(args: argparse.Namespace) -> int:
+    """The one-time encoder pass of an experiment that reads cached CNN features: its config's data module
+    names the caption set, the images (data.images) and the cache (data.features) it will read."""
+    import torch
+
+    from repro import config
+    from repro.data import DataError
+
+    paper = get_paper(args.paper)
+    experiment = paper.experiment(args.experiment)
+    overrides = [*args.overrides, *([f"data.images={args.images}"] if args.images else [])]
+    resolved = config.load(paper.config_path(experiment.name, args.tier), overrides)["data"]
+    data = config.import_class(resolved["class_path"])(**resolved["init_args"])
+    if not hasattr(data, "cache_features"):
+        raise ConfigError(
+            f"{paper.name}/{experiment.name} reads no cached features ({resolved['class_path']})"
+        )
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"{experiment.name}: VGG-19 conv5_4 on {device}", total=None)
+        try:
+            record = data.cache_features(
+                weights=args.weights,
+                batch_size=args.batch_size,
+                device=device,
+                workers=args.workers,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        except DataError as err:
+            console.print(f"[red]error:[/] {escape(str(err))}")
+            return 2
+    console.print(
+        f"{record['images']} images cached in {data.feature_folder} "
+        f"({record['encoded_by_this_pass']} encoded by this pass)"
+    )
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """A paper with ``sample.py`` samples from its trained models: ``main(argv) -> int`` takes the rest."""
     paper = get_paper(args.paper)
@@ -551,6 +590,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="analyse and judge the trial records under results/ again without running trials",
     )
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "features",
+        help="cache the VGG-19 conv5_4 features an experiment reads (the one-time pass over your images)",
+        description="Runs VGG-19 with torchvision's ImageNet weights through conv5_4 over every image of the "
+        "experiment's caption set (its three splits) and writes <image>.npy where the data module reads it. "
+        "Images already cached are skipped, so the same command resumes an interrupted pass.",
+    )
+    p.add_argument("paper")
+    p.add_argument("experiment")
+    p.add_argument(
+        "--tier",
+        "-t",
+        choices=TIERS,
+        default="full",
+        help="the config naming the caption set (default: full)",
+    )
+    p.add_argument("--images", metavar="DIR", help="your copy of the images (sets data.images)")
+    p.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="torchvision's vgg19-dcbb9e9d.pth (default: torch's hub cache, downloaded there when absent)",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    p.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when available, else cpu)")
+    p.add_argument(
+        "--workers", type=int, default=0, help="processes decoding images (default: 0, in the main one)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. --set data.features=/big/disk/flickr8k_vgg19",
+    )
+    p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("sample", help="sample text from a trained model; PAPER --help lists its options")
     p.add_argument("paper")

@@ -18,7 +18,11 @@ import pytest
 import torch
 
 import repro.captions
-from papers.show_attend_tell.data import (
+from papers.show_attend_tell.model import ShowAttendTell, Unrolled, caption_metrics, length_ratio
+from repro import config as config_lib
+from repro.config import ConfigError
+from repro.data import DataError, data_root, mnist
+from repro.data.captioning import (
     EOS,
     FEATURE_SHAPE,
     FLICKR8K_SHA256,
@@ -34,10 +38,6 @@ from papers.show_attend_tell.data import (
     read_token_file,
     tokenize,
 )
-from papers.show_attend_tell.model import ShowAttendTell, Unrolled, caption_metrics, length_ratio
-from repro import config as config_lib
-from repro.config import ConfigError
-from repro.data import DataError, data_root, mnist
 from repro.papers import get_paper
 from tests import runs
 
@@ -148,7 +148,8 @@ def test_the_gate_scales_the_context():
 def unrolled_from(alphas: torch.Tensor) -> Unrolled:
     batch, steps, _ = alphas.shape
     zeros = torch.zeros(batch, steps)
-    return Unrolled(zeros, alphas, zeros, zeros, zeros.long(), torch.ones(batch, steps, dtype=torch.bool))
+    mask = torch.ones(batch, steps, dtype=torch.bool)
+    return Unrolled(zeros, alphas, zeros, zeros, zeros.long(), mask, zeros.long())
 
 
 def test_doubly_stochastic_penalty_pushes_each_cells_total_attention_toward_one():
@@ -233,12 +234,12 @@ def test_sampling_probability_feeds_the_models_own_words_back():
     assert (forced.inputs[:, 0] == -1).all() and torch.equal(forced.inputs[:, 1:], captions[:, :-1])
     with torch.no_grad():
         model.out_words.bias[5] = 60.0  # the model says "5" whatever it sees
-    model.hparams.sampling_probability = 1.0
-    own = model.unroll(annotations, captions, lengths)
+    own = model.unroll(annotations, captions, lengths, sampling_probability=1.0)
     assert (own.inputs[:, 1:] == 5).all()
     assert torch.equal(
         own.word_log_probs[:, 0], model.unroll(annotations, captions, lengths).word_log_probs[:, 0]
     )
+    assert tiny(sampling_probability=0.25).own_word_probability() == 0.25  # what training_step passes on
 
 
 # --------------------------------------------------------------------------------------------------
@@ -474,7 +475,7 @@ def test_missing_features_name_what_is_missing_and_how_to_make_them(tmp_path, mo
         toy_data(images="/photos/toy").setup()
     message = str(err.value)
     what = ("8 of the 8 toy images", "vgg19_conv5_4", "img0.jpg.npy", "196 x 512", "VGG-19 conv5_4")
-    how = ("torchvision is not in the suite's lock", "/photos/toy", "data.features")
+    how = ("repro features PAPER EXPERIMENT --images /photos/toy", "data.features")
     for part in what + how:
         assert part in message, part
     wrong = tmp_path / "wrong"
@@ -491,7 +492,7 @@ def test_missing_features_name_what_is_missing_and_how_to_make_them(tmp_path, mo
 @needs_flickr8k
 def test_flickr8k_without_features_says_so(tmp_path):
     with pytest.raises(
-        DataError, match="of the 8000 flickr8k images.*torchvision is not in the suite's lock"
+        DataError, match="of the 8000 flickr8k images.*repro features PAPER EXPERIMENT --images DIR"
     ):
         FeatureCaptions(features=str(tmp_path)).setup()
 

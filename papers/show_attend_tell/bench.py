@@ -44,7 +44,7 @@ def training_throughput(module, batches: list[dict]) -> dict:
 
 
 def decoding_throughput(module, annotations: torch.Tensor, max_length: int) -> dict:
-    from papers.show_attend_tell.data import EOS
+    from repro.data.captioning import EOS
 
     module.eval()
     with torch.no_grad():
@@ -76,8 +76,8 @@ def scoring_time(scenes: dict, count: int) -> dict:
 
 
 def main(out: Path, quick: bool = False) -> dict:
-    from papers.show_attend_tell.data import SCENE_WORDS, CaptionedMNIST, caption_batch
     from papers.show_attend_tell.model import ShowAttendTell
+    from repro.data.captioning import SCENE_WORDS, CaptionedMNIST, caption_batch
 
     torch.set_num_threads(1)
     data = CaptionedMNIST(batch_size=64)

@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from papers.show_attend_tell.data import CaptionedMNIST  # noqa: E402
+from repro.data.captioning import CaptionedMNIST  # noqa: E402
 from repro.results import aggregated_records  # noqa: E402
 
 EXPERIMENTS = ("mnist_soft", "mnist_hard")

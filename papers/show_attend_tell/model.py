@@ -43,10 +43,10 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
 
-from papers.show_attend_tell.data import EOS, FEATURE_SHAPE, SCENE_WORDS, attention_hits, tokenize
 from repro.callbacks import BestWeights
 from repro.captions import bleu_proxy, require_java, score_captions
 from repro.config import ConfigError, import_class
+from repro.data.captioning import EOS, FEATURE_SHAPE, SCENE_WORDS, attention_hits, tokenize
 
 EXAMPLES = 6  # test images whose decoded words and attention maps the record keeps, for the figures
 
@@ -105,6 +105,7 @@ class Unrolled(NamedTuple):
     entropies: torch.Tensor  # B × T: H[α_t]
     inputs: torch.Tensor  # B × T: the previous word fed at each step (−1: none)
     mask: torch.Tensor  # B × T: steps inside the caption (its <eos> included)
+    best_words: torch.Tensor  # B × T: the most likely word at each step (for teacher-forced accuracy)
 
 
 class Decoded(NamedTuple):
@@ -262,21 +263,28 @@ class ShowAttendTell(L.LightningModule):
         return Step(self.deep_output(previous, h, z), (h, c), alpha, location)
 
     def unroll(
-        self, annotations: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor, sample: bool = False
+        self,
+        annotations: torch.Tensor,
+        captions: torch.Tensor,
+        lengths: torch.Tensor,
+        sample: bool = False,
+        sampling_probability: float = 0.0,
     ) -> Unrolled:
-        """The caption's steps with the reference words fed back (teacher forcing), or with probability
-        ``sampling_probability`` per word the model's own sample of the previous step."""
+        """The caption's steps with the reference words fed back (teacher forcing), or, with probability
+        ``sampling_probability`` for each word of each caption on its own, the model's own word of the
+        previous step (``own_words``; a constant input: no gradient flows through the choice or the word)."""
         batch, steps = captions.shape
         projected = self.attention.project(annotations)
         state = self.initial_state(annotations)
         words = torch.full((batch,), -1, dtype=torch.int64, device=captions.device)
-        word_log_probs, alphas, location_log_probs, entropies, inputs = [], [], [], [], []
-        p = self.hparams.sampling_probability
+        word_log_probs, alphas, location_log_probs, entropies, inputs, best = [], [], [], [], [], []
+        p = sampling_probability
         for t in range(steps):
             out = self.step(words, state, annotations, projected, sample)
             state = out.state
             log_probs = out.logits.log_softmax(-1)
             word_log_probs.append(log_probs.gather(1, captions[:, t, None]).squeeze(1))
+            best.append(log_probs.argmax(-1))
             alphas.append(out.alpha)
             log_alpha = out.alpha.clamp_min(1e-12).log()
             entropies.append(-(out.alpha * log_alpha).sum(-1))
@@ -287,7 +295,7 @@ class ShowAttendTell(L.LightningModule):
             inputs.append(words)
             words = captions[:, t]
             if p > 0:
-                own = torch.multinomial(log_probs.detach().exp(), 1, generator=self.noise).squeeze(1)
+                own = self.own_words(log_probs.detach())
                 coin = torch.rand(batch, device=words.device, generator=self.noise) < p
                 words = torch.where(coin, own, words)
         mask = torch.arange(steps, device=captions.device)[None, :] < lengths[:, None]
@@ -298,7 +306,12 @@ class ShowAttendTell(L.LightningModule):
             torch.stack(entropies, 1),
             torch.stack(inputs, 1),
             mask,
+            torch.stack(best, 1),
         )
+
+    def own_words(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """B: the word each caption's model would feed itself, a sample of its distribution p(y_t | ·)."""
+        return torch.multinomial(log_probs.exp(), 1, generator=self.noise).squeeze(1)
 
     def losses(self, out: Unrolled, sampled: bool) -> dict[str, torch.Tensor]:
         """The training objective and its parts; a sampled step also moves the baseline b."""
@@ -337,10 +350,22 @@ class ShowAttendTell(L.LightningModule):
         coin = torch.rand((), device=self.device, generator=self.noise)
         return bool(coin >= hp.expected_context_probability)
 
+    def own_word_probability(self) -> float:
+        """The chance, for each word after the first of this training step's captions, of feeding the model's
+        own word in place of the reference (``sampling_probability``; Scheduled Sampling's subclass makes it
+        follow a schedule)."""
+        return self.hparams.sampling_probability
+
     def training_step(self, batch, batch_idx):
         hp = self.hparams
         sampled = self.samples_locations()
-        out = self.unroll(self.annotations(batch), batch["captions"], batch["lengths"], sample=sampled)
+        out = self.unroll(
+            self.annotations(batch),
+            batch["captions"],
+            batch["lengths"],
+            sample=sampled,
+            sampling_probability=self.own_word_probability(),
+        )
         parts = self.losses(out, sampled)
         size = len(batch["lengths"])
         self.log_dict({f"train/{k}": v for k, v in parts.items() if k != "nll_per_word"}, batch_size=size)
@@ -499,6 +524,10 @@ class ShowAttendTell(L.LightningModule):
         return {"beam": self.hparams.beam_size, "cells": decoded.alphas.shape[-1], "images": rows}
 
     def on_test_epoch_end(self):
+        self.log_dict(self.test_values())
+
+    def test_values(self) -> dict[str, float]:
+        """Every test metric of the decodes gathered from all ranks (call it on every rank)."""
         values = {}
         for k in self.beams:
             hypotheses, references = self.captions(k, "test")
@@ -514,7 +543,7 @@ class ShowAttendTell(L.LightningModule):
         values["val_bleu4_proxy"] = self.best.best
         values["best_epoch"] = float(self.best.best_epoch if self.best.best_epoch is not None else -1)
         values["parameters"] = float(sum(p.numel() for p in self.parameters()))
-        self.log_dict(values)
+        return values
 
     def test_details(self) -> dict:
         return {"val_curve": self.best.history, "attention_maps": self.examples}

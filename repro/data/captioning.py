@@ -1,5 +1,5 @@
-"""Captions for Show, Attend and Tell: the offline captioned MNIST scenes (ours) and caption sets with cached
-CNN features (Flickr8k, Flickr30k, COCO).
+"""Captioning data for the image-captioning papers (Show, Attend and Tell; Scheduled Sampling): the offline
+captioned MNIST scenes (ours) and caption sets with cached CNN features (Flickr8k, Flickr30k, COCO).
 
 Both data modules serve the same batches and expose the same three things to the model:
 
@@ -39,8 +39,8 @@ split lists (one image name a line), under ``<data root>/<dataset>/``; Flickr8k'
 are lower-cased and stripped of punctuation (spec §2: an approximation of Karpathy's tokenisation); the
 vocabulary is the ``vocab_size`` − 2 most frequent training words, the others map to UNK. The annotation
 vectors are read from a cache, one ``<image>.npy`` of shape 196 × 512 per image (VGG-19 conv5_4 of a
-224 × 224 image, row-major over the 14 × 14 grid). Making that cache needs torchvision's VGG-19, which is
-not in the suite's lock, so its command is not written yet: a missing cache raises a DataError that says so.
+224 × 224 image, row-major over the 14 × 14 grid), made once from the user's images by ``repro features``
+(``FeatureCaptions.cache_features``, ``repro/data/vgg19.py``); a missing cache raises a DataError saying so.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,7 @@ import torch
 from repro.data import DataError, data_root, verify
 from repro.data.mnist import fetch_mnist, load_mnist, mnist_files
 from repro.data.modules import EpochBatchesDataModule
+from repro.data.vgg19 import VGG19Conv54, cache_features, pretrained_vgg19
 
 EOS, UNK = 0, 1
 SPLITS = ("train", "valid", "test")
@@ -384,7 +386,8 @@ class FeatureCaptions(EpochBatchesDataModule):
         token_file, train_list, valid_list, test_list: file names inside it (Flickr8k's official ones by
             default; their sha256 is checked when ``dataset`` is flickr8k).
         features: the feature cache folder (default ``<data root>/<dataset>/vgg19_conv5_4``).
-        images: the user's own copy of the images, which the (not yet written) caching command reads.
+        images: the user's own copy of the images (the folder the split lists' names are relative to), which
+            ``repro features`` reads to make the feature cache.
         vocab_size: words in the vocabulary, <eos> and UNK included (10,000: spec §2).
         max_length: training captions longer than this many words are dropped (the code's maxlen 100).
         batch_size: captions per training step, global (the paper's 64); bucketed by length.
@@ -433,20 +436,9 @@ class FeatureCaptions(EpochBatchesDataModule):
         return [self.folder / name for name in (hp.token_file, hp.train_list, hp.valid_list, hp.test_list)]
 
     def setup(self, stage: str | None = None):
-        if self.images:
+        if self.vocabulary:
             return
-        for path in self.data_files():
-            if self.hparams.dataset == "flickr8k" and path.name in FLICKR8K_SHA256:
-                verify(path, FLICKR8K_SHA256[path.name])
-            elif not path.exists():
-                raise DataError(f"data file missing: {path}; see papers/show_attend_tell/README.md (data)")
-        token_file, *lists = self.data_files()
-        self.captions = read_token_file(token_file)
-        for split, path in zip(SPLITS, lists, strict=True):
-            names = read_split(path)[: self.hparams.limit]
-            if missing := [n for n in names if n not in self.captions]:
-                raise DataError(f"{path}: {len(missing)} images lack captions in {token_file}: {missing[:3]}")
-            self.images[split] = names
+        self.read_caption_set()
         self.check_features()
         train = [tokenize(c) for name in self.images["train"] for c in self.captions[name]]
         self.vocabulary = build_vocabulary(train, self.hparams.vocab_size)
@@ -458,21 +450,72 @@ class FeatureCaptions(EpochBatchesDataModule):
             if len(tokenize(c)) <= self.hparams.max_length
         ]
 
+    def read_caption_set(self) -> None:
+        """The captions and each split's image names, from the (checked) token file and split lists."""
+        for path in self.data_files():
+            if self.hparams.dataset == "flickr8k" and path.name in FLICKR8K_SHA256:
+                verify(path, FLICKR8K_SHA256[path.name])
+            elif not path.exists():
+                raise DataError(
+                    f"data file missing: {path}; see papers/show_attend_tell/README.md (the caption sets)"
+                )
+        token_file, *lists = self.data_files()
+        self.captions = read_token_file(token_file)
+        for split, path in zip(SPLITS, lists, strict=True):
+            names = read_split(path)[: self.hparams.limit]
+            if missing := [n for n in names if n not in self.captions]:
+                raise DataError(f"{path}: {len(missing)} images lack captions in {token_file}: {missing[:3]}")
+            self.images[split] = names
+
     def check_features(self) -> None:
         names = [n for split in SPLITS for n in self.images[split]]
         missing = [n for n in names if not (self.feature_folder / f"{n}.npy").exists()]
         if missing:
-            images = self.hparams.images or "data.images=<your copy of the images>"
+            images = self.hparams.images or "DIR"
             raise DataError(
                 f"no cached annotation vectors for {len(missing)} of the {len(names)} {self.hparams.dataset} "
-                f"images in {self.feature_folder} (first missing: {missing[0]}.npy). Show, Attend and Tell "
-                f"reads one <image>.npy per image: the {FEATURE_SHAPE[0]} x {FEATURE_SHAPE[1]} VGG-19 "
-                f"conv5_4 features (torchvision VGG-19 with ImageNet weights, 224 x 224 input, the 14 x 14 x "
-                f"512 output of conv5_4 before the last max-pool, row-major). They come from a one-time "
-                f"encoder pass over the images ({images}); the command that caches them is not implemented "
-                f"yet because torchvision is not in the suite's lock (requirements.lock). Produce them with "
-                f"your own torchvision, or set data.features to a folder that has them."
+                f"images in {self.feature_folder} (first missing: {missing[0]}.npy). The captioning papers "
+                f"read one <image>.npy per image: the {FEATURE_SHAPE[0]} x {FEATURE_SHAPE[1]} VGG-19 "
+                f"conv5_4 features (ImageNet weights, 224 x 224 input, the 14 x 14 x 512 output of conv5_4 "
+                f"before the last max-pool, row-major). Make them once from your copy of the images: "
+                f"repro features PAPER EXPERIMENT --images {images} (such as repro features "
+                f"show_attend_tell flickr8k_soft; papers/show_attend_tell/README.md), or set data.features "
+                f"to a folder that has them."
             )
+
+    def cache_features(
+        self,
+        encoder: VGG19Conv54 | None = None,
+        weights: str | None = None,
+        batch_size: int = 32,
+        device: str = "cpu",
+        workers: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict:
+        """The one-time encoder pass over every image of the three splits (``repro features``): writes what
+        ``check_features`` and ``load_features`` read, skipping images already cached. ``encoder`` defaults
+        to VGG-19 with torchvision's ImageNet weights (``weights``: the checkpoint file; default torch's hub
+        cache). Returns the cache's ``features.json`` record."""
+        if not self.hparams.images:
+            raise DataError(
+                f"data.images is not set: name the folder that holds your {self.hparams.dataset} images "
+                f"(repro features ... --images DIR)"
+            )
+        folder = Path(self.hparams.images).expanduser()
+        if not folder.is_dir():  # before the weights, which may have to be downloaded first
+            raise DataError(f"image folder not found: {folder} (data.images, or repro features --images DIR)")
+        self.read_caption_set()
+        names = list(dict.fromkeys(name for split in SPLITS for name in self.images[split]))
+        return cache_features(
+            names,
+            folder,
+            self.feature_folder,
+            encoder if encoder is not None else pretrained_vgg19(weights),
+            batch_size=batch_size,
+            device=device,
+            workers=workers,
+            progress=progress,
+        )
 
     def load_features(self, names: list[str]) -> torch.Tensor:
         arrays = []
