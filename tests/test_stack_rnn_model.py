@@ -449,14 +449,21 @@ def test_kernel_refuses_gradient_into_stacks_it_did_not_keep():
     assert core.readout.grad.abs().sum() > 0
 
 
-def test_without_a_compiler_the_loop_runs_with_a_warning(monkeypatch, tmp_path):
+@pytest.mark.parametrize("problem", ["no C compiler", "cannot build"])
+def test_without_a_kernel_the_loop_runs_with_a_warning(monkeypatch, tmp_path, problem):
+    """No compiler, or a cache folder that cannot be written (here a file stands where it should be):
+    a warning names the problem and the model runs the PyTorch loop."""
     inputs = torch.tensor([[0, 1, 1]])
+    (tmp_path / "not-a-folder").write_text("")
     try:
         with monkeypatch.context() as env:
-            env.setenv("REPRO_CACHE", str(tmp_path))
-            env.setenv("CC", "no-such-compiler")
+            if problem == "no C compiler":
+                env.setenv("REPRO_CACHE", str(tmp_path))
+                env.setenv("CC", "no-such-compiler")
+            else:
+                env.setenv("REPRO_CACHE", str(tmp_path / "not-a-folder"))
             kernel.library.cache_clear()
-            with pytest.warns(UserWarning, match="no C compiler"):
+            with pytest.warns(UserWarning, match=problem):
                 assert not kernel.available()
             core = tiny_core(seed=2)
             logits, _, _ = core(inputs, core.initial_state(1))

@@ -3,11 +3,11 @@ Function.
 
 ``StackRNN.forward`` uses it on the CPU for the toy-task cores (no recurrent matrix); it computes the same
 equations as the PyTorch loop in ``model.py`` (tests compare values and gradients to 1e-10 in float64) at
-about ten times its speed, because a step of the paper's model is too small for PyTorch's per-operator
-cost (see ``stack_kernel.c``). The library is built with the system C compiler (``$CC``, else ``cc``)
-into ``~/.cache/repro/kernels`` (``$REPRO_CACHE`` overrides the folder), named by a hash of the source and
-the flags, so a changed source is rebuilt. Without a compiler the model falls back to the PyTorch loop
-with a warning: ``available()`` says which path runs.
+about seven times its speed (make bench), because a step of the paper's model is too small for PyTorch's
+per-operator cost (see ``stack_kernel.c``). The library is built with the system C compiler (``$CC``, else
+``cc``) into ``~/.cache/repro/kernels`` (``$REPRO_CACHE`` overrides the folder), named by a hash of the
+source and the flags, so a changed source is rebuilt. Without a compiler, or without a writable cache, the
+model falls back to the PyTorch loop with a warning: ``available()`` says which path runs.
 """
 
 from __future__ import annotations
@@ -38,36 +38,40 @@ def cache_dir() -> Path:
 @cache
 def library() -> ctypes.CDLL | None:
     """The compiled kernel, built once per source version; None (with a warning) when it cannot be built."""
-    compiler = shutil.which(os.environ.get("CC", "cc"))
     source = SOURCE.read_bytes()
     digest = hashlib.sha256(source + " ".join(FLAGS).encode()).hexdigest()[:16]
     path = cache_dir() / f"stack_kernel-{digest}.so"
     if not path.exists():
-        if compiler is None:
+        problem = build(path)
+        if problem:
             warnings.warn(
-                "no C compiler (set CC or install gcc/clang): the Stack RNN runs its PyTorch loop, "
-                "about ten times slower on the CPU",
+                f"{problem}: the Stack RNN runs its PyTorch loop, about seven times slower on the CPU",
                 stacklevel=2,
             )
             return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            built = Path(tmp) / path.name
-            done = subprocess.run(
-                [compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], capture_output=True, text=True
-            )
-            if done.returncode:
-                warnings.warn(
-                    f"building {SOURCE.name} with {compiler} failed, the Stack RNN runs its PyTorch loop:\n"
-                    f"{done.stderr.strip()}",
-                    stacklevel=2,
-                )
-                return None
-            os.replace(built, path)  # atomic: a concurrent build or a crash never leaves half a library
     lib = ctypes.CDLL(str(path))
     for name in ("stack_forward_f64", "stack_forward_f32", "stack_backward_f64", "stack_backward_f32"):
         getattr(lib, name).restype = None
     return lib
+
+
+def build(path: Path) -> str | None:
+    """Compiles the kernel to ``path``; returns what went wrong, or None."""
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        return "no C compiler (set CC or install gcc/clang)"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            built = Path(tmp) / path.name
+            command = [compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                return f"building {SOURCE.name} with {compiler} failed:\n{done.stderr.strip()}"
+            os.replace(built, path)  # atomic: a concurrent build or a crash never leaves half a library
+    except OSError as err:
+        return f"cannot build {SOURCE.name} into {path.parent} ({err}; set REPRO_CACHE to a writable folder)"
+    return None
 
 
 def available() -> bool:

@@ -211,7 +211,7 @@ class StackRNNModule(L.LightningModule):
         overlap: back-propagate each window's errors through the previous window as well (truncated BPTT
             with k1 = bptt, k2 = 2 bptt), so every character's error reaches at least ``bptt`` steps back.
         use_kernel: run the stack core's windows through the compiled CPU kernel (``kernel.py``: the same
-            equations, about ten times faster) when it can be built; false forces the PyTorch loop.
+            equations, about seven times faster) when it can be built; false forces the PyTorch loop.
     """
 
     def __init__(
