@@ -739,3 +739,4 @@ def test_bench_quick_measures_harness_and_plain_loop_side_by_side(tmp_path):
     assert row["harness_chars_per_s"] > 0 and row["plain_chars_per_s"] > 0
     assert row["ratio"] == pytest.approx(row["harness_chars_per_s"] / row["plain_chars_per_s"], rel=0.01)
     assert report["min_ratio"] == row["ratio"]
+    assert len(row["plain_seconds"]) == len(row["harness_seconds"]) == 1  # --quick: one of each
