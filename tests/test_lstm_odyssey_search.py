@@ -29,7 +29,7 @@ from papers.lstm_odyssey.model import OdysseyModule
 from repro import cli, results, search
 from repro.data import data_root
 from repro.papers import get_paper
-from repro.verdict import MISS, PASS
+from repro.verdict import MISS, PASS, judge
 
 needs_data = pytest.mark.skipif(
     not jsb.pickle_path().exists(),
@@ -369,8 +369,9 @@ def write_trials(root, experiment: str, values: list[float], rng) -> None:
 
 
 def test_the_analysis_judges_the_papers_claims_from_synthetic_trials(tmp_path):
-    """20 trials per variant: NFG clearly worse, CIFG clearly better, NP alike. The cpu tier's gates: NFG's
-    'significantly worse' passes; CIFG's 'no variant significantly better' misses; NP passes."""
+    """20 trials per variant: NFG clearly worse, CIFG clearly better, NP alike. The claims gate at full (the
+    paper's 200 trials), so at cpu every verdict is shown; judged as full, NFG's 'significantly worse' passes,
+    CIFG's 'no variant significantly better' misses and NP passes."""
     rng = np.random.default_rng(0)
     base = list(8.5 + rng.gamma(2.0, 1.0, 20))
     write_trials(tmp_path, "vanilla", base, rng)
@@ -399,7 +400,17 @@ def test_the_analysis_judges_the_papers_claims_from_synthetic_trials(tmp_path):
         name: search.aggregate(paper, paper.experiment(f"search_{name}"), "cpu", tmp_path)["verdict"]
         for name in ("vanilla", "nfg", "cifg", "np")
     }
-    assert verdicts == {"vanilla": "SHOWN", "nfg": PASS, "cifg": MISS, "np": PASS}
+    assert verdicts == {"vanilla": "SHOWN", "nfg": "SHOWN", "cifg": "SHOWN", "np": "SHOWN"}
+    judged_as_full = {
+        name: judge(
+            paper.experiment(f"search_{name}"),
+            [results.read_json(tmp_path / "lstm_odyssey" / f"search_{name}" / "cpu" / "summary.json")],
+            "full",
+            True,
+        )["verdict"]
+        for name in ("vanilla", "nfg", "cifg", "np")
+    }
+    assert judged_as_full == {"vanilla": "SHOWN", "nfg": PASS, "cifg": MISS, "np": PASS}
     assert search.aggregate(paper, paper.experiment("search_nog"), "cpu", tmp_path) is None
     table = (tmp_path / "lstm_odyssey" / "search_cpu.md").read_text()
     assert "| NOG | 10 of 20 |" in table
