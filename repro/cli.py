@@ -243,9 +243,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def make_figures(paper: Paper, tier: str, root: Path) -> None:
     """A paper with ``figures.py`` draws its figures from its results: ``make_figures(results_dir, tier)``."""
-    if not (paper.folder / "figures.py").exists():
+    module = paper.hook("figures")
+    if module is None:
         return
-    module = importlib.import_module(f"papers.{paper.name}.figures")
     for path in module.make_figures(root / paper.name, tier):
         console.print(f"figure: {path}")
 
@@ -351,14 +351,13 @@ SHARED_BENCHES = {"lstm": "repro.lstm_bench"}
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.paper in SHARED_BENCHES:
-        benches = {args.paper: SHARED_BENCHES[args.paper]}
+        benches = {args.paper: importlib.import_module(SHARED_BENCHES[args.paper]).main}
     else:
         papers = [get_paper(args.paper)] if args.paper else list(discover().values())
-        benches = {p.name: f"papers.{p.name}.bench" for p in papers if (p.folder / "bench.py").exists()}
+        benches = {p.name: module.main for p in papers if (module := p.hook("bench"))}
         if not args.paper:
-            benches.update(SHARED_BENCHES)
-    for name, module in benches.items():
-        bench = importlib.import_module(module).main
+            benches.update({n: importlib.import_module(m).main for n, m in SHARED_BENCHES.items()})
+    for name, bench in benches.items():
         if args.accelerator == "cpu":
             out = args.results / "bench" / f"{name}.json"
             bench(out, quick=args.quick)
@@ -374,7 +373,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_figures(args: argparse.Namespace) -> int:
     paper = get_paper(args.paper)
-    if not (paper.folder / "figures.py").exists():
+    if paper.hook("figures") is None:
         console.print(f"[red]error:[/] {paper.name} has no figures (papers/{paper.name}/figures.py)")
         return 2
     make_figures(paper, args.tier, args.results)
@@ -468,11 +467,11 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """A paper with ``sample.py`` samples from its trained models: ``main(argv) -> int`` takes the rest."""
-    paper = get_paper(args.paper)
-    if not (paper.folder / "sample.py").exists():
-        console.print(f"[red]error:[/] {paper.name} has no sampler (papers/{paper.name}/sample.py)")
+    sampler = get_paper(args.paper).hook("sample")
+    if sampler is None:
+        console.print(f"[red]error:[/] {args.paper} has no sampler (papers/{args.paper}/sample.py)")
         return 2
-    return importlib.import_module(f"papers.{paper.name}.sample").main(args.args)
+    return sampler.main(args.args)
 
 
 # --------------------------------------------------------------------------------------------------

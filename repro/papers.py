@@ -24,8 +24,10 @@ Every folder ``papers/<name>/`` holding an ``expected.yaml`` is a paper: nothing
 from __future__ import annotations
 
 import difflib
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -112,6 +114,13 @@ class Paper:
     @property
     def title(self) -> str:
         return self.meta["title"]
+
+    def hook(self, name: str) -> ModuleType | None:
+        """The paper's optional ``papers/<paper>/<name>.py`` (``figures``, ``bench``, ``sample``, ``search``),
+        imported; None when the paper has none."""
+        if not (self.folder / f"{name}.py").exists():
+            return None
+        return importlib.import_module(f"papers.{self.name}.{name}")
 
     def experiment(self, name: str) -> Experiment:
         if name not in self.experiments:

@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import importlib
 import json
 import math
 import multiprocessing
@@ -92,9 +91,10 @@ class StorageError(ValueError):
 
 
 def search_module(paper: Paper) -> ModuleType:
-    if not (paper.folder / "search.py").exists():
+    module = paper.hook("search")
+    if module is None:
         raise ValueError(f"{paper.name} has no random search (papers/{paper.name}/search.py)")
-    return importlib.import_module(f"papers.{paper.name}.search")
+    return module
 
 
 def is_search_experiment(name: str) -> bool:

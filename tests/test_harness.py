@@ -417,6 +417,15 @@ def test_data_present_follows_repro_data(tmp_path, monkeypatch):
     assert exp.data_present()
 
 
+def test_a_papers_optional_hooks_are_its_own_modules():
+    """figures.py, bench.py, sample.py, search.py: imported from the paper's folder when it has one."""
+    stack_rnn = get_paper("stack_rnn")
+    assert stack_rnn.hook("figures").__name__ == "papers.stack_rnn.figures"
+    assert callable(stack_rnn.hook("bench").main)
+    assert stack_rnn.hook("search") is None and stack_rnn.hook("sample") is None
+    assert get_paper("lstm_odyssey").hook("search").__name__ == "papers.lstm_odyssey.search"
+
+
 def test_discover_finds_stack_rnn():
     papers = discover()
     assert "stack_rnn" in papers
