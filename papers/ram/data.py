@@ -27,13 +27,10 @@ for training, fixed with the evaluation canvas.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from repro.data.mnist import fetch_mnist, load_mnist, mnist_files
-from repro.data.modules import EpochBatchesDataModule
+from repro.data.mnist import MNISTDataModule
 
 DIGIT, CROP = 28, 8  # digit width; clutter piece width (dist_w)
 EVAL_SEED = 20140624  # fixes the valid/test canvases for every run (arXiv v1's date)
@@ -78,7 +75,7 @@ def to_batch(canvases: np.ndarray, labels: np.ndarray, starts: np.ndarray, corne
     }
 
 
-class ClutteredMNIST(EpochBatchesDataModule):
+class ClutteredMNIST(MNISTDataModule):
     """MNIST digits on a ``canvas`` × ``canvas`` canvas with ``distractors`` pieces of 8 × 8 clutter.
 
     Args:
@@ -108,16 +105,9 @@ class ClutteredMNIST(EpochBatchesDataModule):
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.fixed: dict[str, dict] = {}
 
-    def data_files(self) -> list[Path]:
-        return mnist_files()
-
-    def prepare_data(self):
-        fetch_mnist()
-
     def setup(self, stage: str | None = None):
         if not self.splits:
-            limit = self.hparams.limit
-            self.splits = {k: (x[:limit], y[:limit]) for k, (x, y) in load_mnist().items()}
+            self.splits = self.mnist_splits()
 
     def fixed_set(self, split: str) -> dict:
         """The split's fixed canvases: one per digit, from EVAL_SEED, the canvas size and the split only."""

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from repro.data import DataError, data_root, verify
-from repro.data.mnist import fetch_mnist, load_mnist, mnist_files
+from repro.data.mnist import MNISTDataModule
 from repro.data.modules import EpochBatchesDataModule
 from repro.data.vgg19 import VGG19Conv54, cache_features, pretrained_vgg19
 
@@ -227,7 +227,7 @@ def attention_hits(
     return (same & overlap).any(-1).sum(), named.sum()
 
 
-class CaptionedMNIST(EpochBatchesDataModule):
+class CaptionedMNIST(MNISTDataModule):
     """Captioned scenes of 2 or 3 MNIST digits (module docstring): our offline benchmark.
 
     Args:
@@ -259,17 +259,9 @@ class CaptionedMNIST(EpochBatchesDataModule):
         self.splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.fixed: dict[str, dict] = {}
 
-    def data_files(self) -> list[Path]:
-        return mnist_files()
-
-    def prepare_data(self):
-        fetch_mnist()
-
     def setup(self, stage: str | None = None):
         if not self.splits:
-            limit = self.hparams.limit
-            for split, (x, y) in load_mnist().items():
-                self.splits[split] = (x[:limit], y[:limit], ink_boxes(x[:limit]))
+            self.splits = {split: (x, y, ink_boxes(x)) for split, (x, y) in self.mnist_splits().items()}
 
     def scenes(self, split: str, chosen: np.ndarray, rng: np.random.Generator) -> dict:
         digits, labels, boxes = self.splits[split]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from repro.data import DataError, data_root, fetch
+from repro.data.modules import EpochBatchesDataModule
 
 URL = "http://yann.lecun.com/exdb/mnist/"
 FILES = {
@@ -73,3 +74,19 @@ def fetch_mnist(root: Path | None = None) -> None:
     """Verify the four files, downloading any that is missing (a data module's ``prepare_data``)."""
     for name, sha in FILES.items():
         fetch(mnist_path(name, root), sha, URL + name)
+
+
+class MNISTDataModule(EpochBatchesDataModule):
+    """The base of the data modules that build their batches from MNIST digits (RAM's canvases, the captioned
+    scenes): the record keeps the four files' sha256, ``prepare_data`` fetches missing ones, and
+    ``mnist_splits()`` reads the splits, cut to ``hparams.limit`` digits each (smoke tests)."""
+
+    def data_files(self) -> list[Path]:
+        return mnist_files()
+
+    def prepare_data(self):
+        fetch_mnist()
+
+    def mnist_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        limit = self.hparams.limit
+        return {split: (x[:limit], y[:limit]) for split, (x, y) in load_mnist().items()}
