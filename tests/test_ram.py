@@ -336,3 +336,31 @@ def test_figures_from_a_record(tmp_path, harness_state):
         "glimpses_mnist_ram6_smoke.png",
         "episode_mnist_ram6_smoke.gif",
     }
+
+
+@needs_data
+def test_calibration_cell_clips_scores_its_curve_and_stops_at_its_time_limit(monkeypatch):
+    from papers.ram import sweep
+
+    clipped = []
+    original = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(
+        torch.nn.utils, "clip_grad_norm_", lambda p, limit: clipped.append(limit) or original(p, limit)
+    )
+    cell = {
+        "task": "mnist",
+        "optimizer": "sgd",
+        "batch_size": 20,
+        "lr": 0.001,
+        "sigma": 0.22,
+        "detach": False,
+        "clip": 0.5,
+        "steps": 4,
+        "eval_every": 2,
+        "seed": 1,
+    }
+    row = sweep.run_cell(cell)
+    assert row["steps_done"] == 4 and row["finite"] and clipped == [0.5] * 4
+    assert sorted(row["curve"]) == [2, 4] and row["val_error"] == row["curve"][4]
+    stopped = sweep.run_cell({**cell, "clip": 0.0, "steps": 1000, "time_limit": 1e-9})
+    assert stopped["steps_done"] == 0 and stopped["curve"] == {}  # already past its time limit: no step

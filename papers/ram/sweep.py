@@ -1,10 +1,12 @@
 """Calibrate what the paper does not report (spec §4, pitfall 2): the initial learning rate, the location
 policy's σ and whether REINFORCE also trains the core, for a task's optimiser and batch size.
 
-Each cell trains a fresh RAM for ``--steps`` steps at its constant initial rate (the start of the linearly
-annealed schedule), then scores the deterministic error on the whole fixed validation set; a loss that turns
-NaN or inf scores 100%. Cells run in parallel worker processes, one thread each. The JSON lists every cell,
-best first, with the hardware; the chosen cell goes into the task's configs by hand, with the file cited.
+Each cell trains a fresh RAM for ``--steps`` steps (or ``--seconds``, whichever ends first) at its
+constant initial rate (the start of the linearly annealed schedule), optionally with the gradient's global
+norm clipped, then scores the deterministic error on the whole fixed validation set; ``--eval-every`` also
+scores it along the way (the cell's curve). A loss that turns NaN or inf scores 100%. Cells run in parallel
+worker processes, one thread each. The JSON lists every cell, best first, with the hardware; the chosen cell
+goes into the task's configs by hand, with the file cited.
 
     python -m papers.ram.sweep --task mnist --steps 5000 --workers 16 --out results/ram/sweep/mnist_sgd.json
 """
@@ -50,8 +52,13 @@ def run_cell(cell: dict) -> dict:
         optimizer = torch.optim.Adam(module.parameters(), lr=cell["lr"])
     else:
         optimizer = torch.optim.SGD(module.parameters(), lr=cell["lr"], momentum=0.9)
-    start, steps, epoch, finite = time.perf_counter(), 0, 0, True
-    while steps < cell["steps"] and finite:
+    start, steps, epoch, finite, curve = time.perf_counter(), 0, 0, True, {}
+    deadline = start + (cell.get("time_limit") or math.inf)
+
+    def done() -> bool:
+        return steps >= cell["steps"] or time.perf_counter() >= deadline
+
+    while not done() and finite:
         for batch in data.training_batches(epoch):
             rollout = module.rollout(batch["images"], batch["start"], sample=True)
             loss = module.hybrid_loss(rollout, batch["labels"])["loss"]
@@ -60,25 +67,34 @@ def run_cell(cell: dict) -> dict:
                 break
             optimizer.zero_grad()
             loss.backward()
+            if cell.get("clip"):
+                torch.nn.utils.clip_grad_norm_(module.parameters(), cell["clip"])
             optimizer.step()
             steps += 1
-            if steps == cell["steps"]:
+            if cell.get("eval_every") and steps % cell["eval_every"] == 0:
+                curve[steps] = validation_error(module, data)
+            if done():
                 break
         epoch += 1
-    errors = seen = 0
-    if finite:
-        with torch.no_grad():
-            for batch in data.evaluation_batches("valid"):
-                logits = module.rollout(batch["images"], batch["start"], sample=False).logits
-                errors += int((logits.argmax(-1) != batch["labels"]).sum())
-                seen += len(batch["labels"])
     return {
         **cell,
         "steps_done": steps,
         "finite": finite,
-        "val_error": round(100 * errors / seen, 2) if finite else 100.0,
+        "val_error": validation_error(module, data) if finite else 100.0,
+        "curve": curve,
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def validation_error(module, data) -> float:
+    """Deterministic error in % on the whole fixed validation set."""
+    errors = seen = 0
+    with torch.no_grad():
+        for batch in data.evaluation_batches("valid"):
+            logits = module.rollout(batch["images"], batch["start"], sample=False).logits
+            errors += int((logits.argmax(-1) != batch["labels"]).sum())
+            seen += len(batch["labels"])
+    return round(100 * errors / seen, 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,8 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03])
     parser.add_argument("--sigma", type=float, nargs="+", default=[0.05, 0.1, 0.17, 0.22])
     parser.add_argument("--detach", choices=("yes", "no", "both"), default="both")
+    parser.add_argument("--clip", type=float, nargs="+", default=[0.0], help="gradient norm limits; 0: none")
     parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=None, help="stop each cell after this long")
+    parser.add_argument(
+        "--eval-every", type=int, default=0, help="score validation every N steps (0: at the end)"
+    )
+    parser.add_argument("--seed", type=int, nargs="+", default=[1])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -103,15 +124,18 @@ def main(argv: list[str] | None = None) -> int:
             "lr": lr,
             "sigma": sigma,
             "detach": d,
+            "clip": clip,
             "steps": args.steps,
-            "seed": args.seed,
+            "time_limit": args.seconds,
+            "eval_every": args.eval_every,
+            "seed": seed,
         }
-        for lr, sigma, d in itertools.product(args.lr, args.sigma, detach)
+        for lr, sigma, d, clip, seed in itertools.product(args.lr, args.sigma, detach, args.clip, args.seed)
     ]
     report = {
         "paper": "ram",
         "what": "calibration of lr, sigma and locator_detach_core: deterministic validation error after "
-        f"{args.steps} steps at the constant initial rate",
+        f"{args.steps} steps (or {args.seconds} s, whichever ends first) at the constant initial rate",
         "hardware": results.hardware(),
         "packages": results.package_versions(),
         "git": results.git_state(),
