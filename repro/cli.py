@@ -33,7 +33,7 @@ from rich.table import Table
 
 from repro import results
 from repro.config import ConfigError
-from repro.papers import TIERS, ExpectedError, Experiment, Paper, discover, get_paper
+from repro.papers import TIERS, ExpectedError, Experiment, Paper, discover, get_paper, is_search_experiment
 from repro.verdict import MISS, fmt, judge
 
 console = Console()
@@ -48,8 +48,6 @@ VERDICT_STYLE = {
 
 
 def selected_experiments(paper: Paper, names: list[str] | None) -> list[Experiment]:
-    from repro.search import is_search_experiment
-
     if names:
         return [paper.experiment(n) for n in names]
     # search_<experiment> entries are judged from `repro search`'s trials, not trained as seeds
@@ -196,8 +194,6 @@ def print_verdicts(paper: Paper, aggregates: list[dict[str, Any]]) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from repro.search import is_search_experiment
-
     paper = get_paper(args.paper)
     experiments = selected_experiments(paper, args.experiment)
     if not args.experiment:
@@ -410,7 +406,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     aggregates = [
         payload
         for experiment in paper.experiments.values()
-        if search.is_search_experiment(experiment.name)
+        if is_search_experiment(experiment.name)
         and (payload := search.aggregate(paper, experiment, args.tier, args.results)) is not None
     ]
     if aggregates:

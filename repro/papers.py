@@ -37,10 +37,17 @@ PAPERS = ROOT / "papers"
 TIERS = ("smoke", "cpu", "full")
 EVIDENCE = ("paper", "code", "secondary", "unverified")
 AGGREGATES = ("selected", "mean", "k_of_n")
+# The experiment (results folder, expected.yaml entry) of a hyperparameter search: repro/search.py writes it.
+SEARCH_PREFIX = "search_"
 
 
 class ExpectedError(ValueError):
     """A malformed expected.yaml: the message names the file and the field."""
+
+
+def is_search_experiment(name: str) -> bool:
+    """Judged from a search's summary, not trained by ``repro reproduce`` (kept here: no Optuna import)."""
+    return name.startswith(SEARCH_PREFIX)
 
 
 def unknown_name_error(kind: str, name: str, valid: list[str]) -> ValueError:

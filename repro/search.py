@@ -72,9 +72,9 @@ from optuna.samplers import RandomSampler
 from optuna.trial import TrialState, create_trial
 
 from repro import results
+from repro.papers import SEARCH_PREFIX as PREFIX
 from repro.papers import Paper, get_paper, unknown_name_error
 
-PREFIX = "search_"  # the experiment (results folder, expected.yaml entry) of a searched experiment
 SUMMARY = "summary.json"  # what the paper's analysis writes per searched experiment: judged by expected.yaml
 COUNTED = ("complete", "diverged")
 HEARTBEAT_S = 30
@@ -95,10 +95,6 @@ def search_module(paper: Paper) -> ModuleType:
     if module is None:
         raise ValueError(f"{paper.name} has no random search (papers/{paper.name}/search.py)")
     return module
-
-
-def is_search_experiment(name: str) -> bool:
-    return name.startswith(PREFIX)
 
 
 def resolve_variants(paper: Paper, module: ModuleType, names: list[str] | None) -> list[str]:

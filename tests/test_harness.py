@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -25,8 +26,16 @@ import repro.train
 from repro import cli, config, results
 from repro.config import ConfigError
 from repro.data import DataError, data_root, fetch, sha256, verify
-from repro.papers import PAPERS, TIERS, ExpectedError, Paper, discover, get_paper, load_paper
-from repro.search import is_search_experiment
+from repro.papers import (
+    PAPERS,
+    TIERS,
+    ExpectedError,
+    Paper,
+    discover,
+    get_paper,
+    is_search_experiment,
+    load_paper,
+)
 
 VALID_PAPERS = ", ".join(
     sorted(p.parent.name for p in (Path(__file__).resolve().parent.parent / "papers").glob("*/expected.yaml"))
@@ -1005,3 +1014,14 @@ def test_reproduce_resume_keeps_finished_seeds(repro_cli, isolated_outputs):
         "seed1.json",
         "seed2.json",
     ]
+
+
+def test_reproduce_does_not_need_optuna():
+    # Only `repro search` needs Optuna: a GPU machine without it can still train and judge seeds.
+    code = (
+        "import sys; from repro import cli; "
+        "names = [e.name for e in cli.selected_experiments(cli.get_paper('lstm_odyssey'), None)]; "
+        "assert names and not any(n.startswith('search_') for n in names), names; "
+        "assert 'optuna' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PAPERS.parent)
