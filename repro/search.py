@@ -79,6 +79,7 @@ SUMMARY = "summary.json"  # what the paper's analysis writes per searched experi
 COUNTED = ("complete", "diverged")
 HEARTBEAT_S = 30
 STALE_AFTER_S = 300
+START_TIMEOUT_S = 120  # how long a worker waits for the others before it starts without them
 HOST = socket.gethostname()
 
 
@@ -445,9 +446,11 @@ def describe(record: dict[str, Any]) -> str:
     return f"{search['outcome']} ({scores}; {values}; {record['wall_time_s']:.0f} s)"
 
 
-def work(job: Job) -> None:
+def work(job: Job, start: threading.Barrier | None = None) -> None:
     """One worker: for each study in turn, run trials while it holds fewer than ``job.trials`` finished and
-    running ones."""
+    running ones. With ``start``, the workers ask for their first trial together, once every one of them has
+    imported and opened the storage: otherwise the first one ready can take every short trial before a slow
+    starter (a loaded machine, a busy database) asks for any."""
     module = search_module(get_paper(job.paper))
     storage = open_storage(job.storage_url)
     lock = scratch_folder(job.paper, job.tier, job.runs_root) / "ask.lock"
@@ -462,6 +465,10 @@ def work(job: Job) -> None:
             job.overrides,
             job.results_root,
         )
+        if start is not None:
+            with contextlib.suppress(threading.BrokenBarrierError):  # a worker that died: start without it
+                start.wait(START_TIMEOUT_S)
+            start = None
         while True:
             with machine_lock(lock):
                 fail_stale(study)
@@ -481,7 +488,7 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def worker_main(job: Job, log: Path) -> None:
+def worker_main(job: Job, log: Path, start: threading.Barrier) -> None:
     """A worker process: its output goes to ``log``; exit status 1 when a trial raised."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as out:
@@ -489,7 +496,7 @@ def worker_main(job: Job, log: Path) -> None:
         os.dup2(out.fileno(), 2)
     one_thread()
     try:
-        work(job)
+        work(job, start)
     except KeyboardInterrupt:
         sys.exit(130)
     except BaseException:
@@ -605,10 +612,12 @@ def run_workers(job: Job, workers: int, studies: dict, report: Callable[[str], N
     process reports every trial as the storage records it."""
     folder = scratch_folder(job.paper, job.tier, job.runs_root)
     context = multiprocessing.get_context("spawn")
+    start = context.Barrier(workers)
     processes = []
     for index in range(workers):
         log = folder / f"worker{index}.log"
-        process = context.Process(target=worker_main, args=(dataclasses.replace(job, index=index), log))
+        worker_job = dataclasses.replace(job, index=index)
+        process = context.Process(target=worker_main, args=(worker_job, log, start))
         process.start()
         processes.append((process, log))
     seen = {

@@ -7,11 +7,13 @@ Real trials run at the smoke tier (16 chorales, 2 epochs) and skip without the J
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import subprocess
 import sys
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -280,6 +282,33 @@ def test_a_diverging_trial_is_a_counted_result_not_an_error(tmp_path, harness_st
     # NaN weights score NaN, not the 0 nats torchmetrics' default NaN-dropping sum would give them
     assert record["metrics"]["val_nll"] == math.inf and math.isnan(record["metrics"]["test_nll"])
     assert trial.user_attrs["record"]["search"]["outcome"] == "diverged"
+
+
+def test_workers_ask_for_their_first_trial_together(tmp_path, monkeypatch):
+    """A worker that is ready asks for nothing until every worker has reached the start barrier (else the
+    first one ready could take every short trial before a slow starter asks); a broken barrier, a worker
+    that died on the way, does not hold the others back."""
+    url, asked = journal(tmp_path), []
+
+    def quick_trial(job, module, target, trial, experiment):
+        asked.append(trial.number)
+        target.tell(trial, 1.0)
+
+    monkeypatch.setattr(search, "run_trial", quick_trial)
+    study(url)  # created here, not by two threads at once
+    job = search.Job("lstm_odyssey", "smoke", ("vanilla",), url, 1, None, (), tmp_path, tmp_path)
+    start = threading.Barrier(2)
+    worker = threading.Thread(target=search.work, args=(job, start))
+    worker.start()
+    worker.join(3.0)
+    assert worker.is_alive() and asked == [] and study(url).get_trials() == []
+    start.wait(10)
+    worker.join(30)
+    assert not worker.is_alive() and asked == [0]
+    start = threading.Barrier(2)
+    start.abort()
+    search.work(dataclasses.replace(job, trials=2), start)
+    assert asked == [0, 1]
 
 
 def fake_record(number: int, value: float, outcome="complete", experiment="vanilla", rng=None) -> dict:
