@@ -16,7 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def smoke(paper: str, experiment: str, root: Path, overrides=(), resume: bool = False) -> dict:
-    """One seed of ``experiment`` at the smoke tier, with its records and runs under ``root``."""
+    """One seed of ``experiment`` at the smoke tier, with its records and runs under ``root``, on one CPU
+    thread: multi-threaded CPU kernels (nn.LSTM's among them) do not sum in the same order run to run, and
+    the resume tests compare runs bit for bit. Smoke tensors are small enough that one thread costs little."""
     spec = RunSpec(
         paper,
         experiment,
@@ -28,7 +30,12 @@ def smoke(paper: str, experiment: str, root: Path, overrides=(), resume: bool = 
         results_root=root,
         runs_root=root,
     )
-    return run_seed(spec)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_seed(spec)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def resumed_and_straight(paper: str, experiment: str, root: Path, overrides=()) -> tuple[dict, dict]:
