@@ -29,9 +29,10 @@ found empty beside existing records is rebuilt from them, trial numbers included
 committed search instead of overwriting it.
 
 **Trials.** ``--trials N`` is the number of finished trials the study should hold in all, so rerunning a
-command resumes it. ``--workers K`` processes run trials one after another, one CPU thread each. A trial
-trains through ``repro.train.run_seed`` (seed = trial number + 1) without checkpoints; a NaN/inf loss ends
-its training as early stopping would (the best validation epoch is tested). Outcomes (user attribute
+command resumes it. ``--workers K`` processes run trials one after another, one CPU thread each; they ask
+for their first trials together, once all K have started. A trial trains through ``repro.train.run_seed``
+(seed = trial number + 1) without checkpoints; a NaN/inf loss ends its training as early stopping would (the
+best validation epoch is tested). Outcomes (user attribute
 ``outcome``): ``complete`` (the objective is finite: the trial's value); ``diverged`` (the objective is not
 finite: the loss blew up before any good epoch; a result of its hyperparameters, counted, FAIL in Optuna);
 ``error`` (an exception: FAIL, not counted, the worker stops); ``interrupted`` (found RUNNING with its process
