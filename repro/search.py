@@ -32,11 +32,11 @@ committed search instead of overwriting it.
 command resumes it. ``--workers K`` processes run trials one after another, one CPU thread each; they ask
 for their first trials together, once all K have started. A trial trains through ``repro.train.run_seed``
 (seed = trial number + 1) without checkpoints; a NaN/inf loss ends its training as early stopping would (the
-best validation epoch is tested). Outcomes (user attribute
-``outcome``): ``complete`` (the objective is finite: the trial's value); ``diverged`` (the objective is not
-finite: the loss blew up before any good epoch; a result of its hyperparameters, counted, FAIL in Optuna);
-``error`` (an exception: FAIL, not counted, the worker stops); ``interrupted`` (found RUNNING with its process
-gone or its heartbeat silent for 5 minutes: FAIL, not counted; the next run draws a new trial in its place).
+best validation epoch is tested). Outcomes (user attribute ``outcome``): ``complete`` (the objective is
+finite: the trial's value); ``diverged`` (the objective is not finite: the loss blew up before any good epoch;
+a result of its hyperparameters, counted, FAIL in Optuna); ``error`` (an exception: FAIL, not counted, the
+worker stops); ``interrupted`` (found RUNNING with its process gone or its heartbeat silent for 5 minutes:
+FAIL, not counted; the next run draws a new trial in its place).
 """
 
 from __future__ import annotations
@@ -455,6 +455,9 @@ def work(job: Job, start: threading.Barrier | None = None) -> None:
     module = search_module(get_paper(job.paper))
     storage = open_storage(job.storage_url)
     lock = scratch_folder(job.paper, job.tier, job.runs_root) / "ask.lock"
+    if start is not None:
+        with contextlib.suppress(threading.BrokenBarrierError):  # a worker that died: start without it
+            start.wait(START_TIMEOUT_S)
     for experiment in job.experiments:
         study = open_study(
             storage,
@@ -466,10 +469,6 @@ def work(job: Job, start: threading.Barrier | None = None) -> None:
             job.overrides,
             job.results_root,
         )
-        if start is not None:
-            with contextlib.suppress(threading.BrokenBarrierError):  # a worker that died: start without it
-                start.wait(START_TIMEOUT_S)
-            start = None
         while True:
             with machine_lock(lock):
                 fail_stale(study)
