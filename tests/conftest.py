@@ -40,9 +40,7 @@ def harness_state(monkeypatch):
 @pytest.fixture
 def one_thread():
     """Small tensors: one thread is faster on the 2-core box, and keeps runs reproducible."""
-    import torch
+    from tests.runs import one_cpu_thread
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_cpu_thread():
+        yield

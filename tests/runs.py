@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -13,6 +15,17 @@ import torch
 from repro.train import RunSpec, run_seed
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def one_cpu_thread() -> Iterator[None]:
+    """Torch on one CPU thread inside the block, its thread count restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def smoke(paper: str, experiment: str, root: Path, overrides=(), resume: bool = False) -> dict:
@@ -30,12 +43,8 @@ def smoke(paper: str, experiment: str, root: Path, overrides=(), resume: bool = 
         results_root=root,
         runs_root=root,
     )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_cpu_thread():
         return run_seed(spec)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def resumed_and_straight(paper: str, experiment: str, root: Path, overrides=()) -> tuple[dict, dict]:

@@ -26,6 +26,7 @@ from repro import cli
 from repro.data import DataError, data_root, sha256, vgg19
 from repro.data.captioning import FEATURE_SHAPE, FeatureCaptions
 from repro.data.vgg19 import CHECKPOINT, CHECKPOINT_URL, VGG19Conv54, load_image, pretrained_vgg19
+from tests.runs import one_cpu_thread
 
 # Image name -> (width, height, mode, split): landscape, portrait, grey, and one smaller than 256 pixels.
 IMAGES = {
@@ -85,12 +86,9 @@ def cached(tmp_path_factory):
     root = tmp_path_factory.mktemp("features")
     _, images = flickr_like(root)
     encoder = random_vgg19()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
+    with one_cpu_thread(), pytest.MonkeyPatch.context() as patch:
         patch.setenv("REPRO_DATA", str(root / "data"))
         record = caption_set(images=str(images)).cache_features(encoder=encoder, batch_size=3)
-    torch.set_num_threads(threads)
     return root, images, encoder, record
 
 
