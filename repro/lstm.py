@@ -214,9 +214,19 @@ class LSTMLayer(nn.Module):
 
 
 @torch.jit.script
-def _tanh(x: torch.Tensor) -> torch.Tensor:
-    """tanh(x) = 2σ(2x) − 1: on the CPU, PyTorch's sigmoid kernel is several times faster than its tanh."""
-    return torch.sigmoid(x * 2.0) * 2.0 - 1.0
+def _tanh_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """tanh(x) = 2σ(2x) − 1 written into ``out``: on the CPU, PyTorch's sigmoid kernel is several times
+    faster than its tanh."""
+    torch.mul(x, 2.0, out=out)
+    return out.sigmoid_().mul_(2.0).sub_(1.0)
+
+
+@torch.jit.script
+def _sequence(like: torch.Tensor, steps: int, present: bool) -> torch.Tensor:
+    """An uninitialised ``steps × like.shape`` tensor for one value of every step, or an empty one."""
+    if present:
+        return like.new_empty([steps] + like.shape)
+    return like.new_empty(0)
 
 
 @torch.jit.script
@@ -274,61 +284,67 @@ def _forward_scan(
     empty = y0.new_empty(0)
     y, c = y0, c0
     gates_prev = y0.new_zeros(y0.shape[0], 3 * n)
-    ys, cs, zs, is_, fs, os_, ds, hs = [], [], [], [], [], [], [], []
-    for t in range(projected.shape[0]):
-        pre = projected[t]
+    steps = projected.shape[0]
+    # Every step writes its values straight into these sequence tensors (out=, through per-step views made
+    # once by unbind): stacking per-step lists afterwards copied everything a second time.
+    ys, cs, zs = _sequence(y0, steps, True), _sequence(y0, steps, True), _sequence(y0, steps, True)
+    is_, fs = _sequence(y0, steps, input_gate), _sequence(y0, steps, forget != 1)
+    os_, ds = _sequence(y0, steps, output_gate), _sequence(y0, steps, depth_gate)
+    hs = _sequence(y0, steps, output_tanh)
+    y_rows, c_rows, z_rows, h_rows = ys.unbind(0), cs.unbind(0), zs.unbind(0), hs.unbind(0)
+    i_rows, f_rows, o_rows, d_rows = is_.unbind(0), fs.unbind(0), os_.unbind(0), ds.unbind(0)
+    pre_rows, lower_rows = projected.unbind(0), lower.unbind(0)
+    for t in range(steps):
+        pre = pre_rows[t]
         rec = torch.addmm(pre[:, :recurrent], y, weight_r.t())
         if fgr:
             rec = torch.cat([rec[:, :n], torch.addmm(rec[:, n:], gates_prev, weight_gates.t())], 1)
-        z = _tanh(rec[:, :n]) if input_tanh else rec[:, :n]
+        z = z_rows[t]
+        if input_tanh:
+            _tanh_into(rec[:, :n], z)
+        else:
+            z.copy_(rec[:, :n])
         k = n
         i = empty
         if input_gate:
-            i = torch.sigmoid(_peep(rec[:, k : k + n], c, p_i))
+            i = torch.sigmoid(_peep(rec[:, k : k + n], c, p_i), out=i_rows[t])
             k += n
         f = empty
         if forget == 0:
-            f = torch.sigmoid(_peep(rec[:, k : k + n], c, p_f))
+            f = torch.sigmoid(_peep(rec[:, k : k + n], c, p_f), out=f_rows[t])
             k += n
         elif forget == 2:
-            f = 1.0 - i
-        c_new = i * z if input_gate else z
-        c_new = c_new + c if forget == 1 else torch.addcmul(c_new, f, c)
+            f = torch.mul(i, -1.0, out=f_rows[t]).add_(1.0)
+        c_new = c_rows[t]
+        if input_gate:
+            torch.mul(i, z, out=c_new)
+        else:
+            c_new.copy_(z)
+        if forget == 1:
+            c_new.add_(c)
+        else:
+            c_new.addcmul_(f, c)
         d = empty
         if depth_gate:
             d_pre = _peep(pre[:, recurrent:], c, p_d)
             if depth_lower.numel() > 0:
-                d_pre = torch.addcmul(d_pre, depth_lower, lower[t])
-            d = torch.sigmoid(d_pre)
-            c_new = torch.addcmul(c_new, d, lower[t])
-        h = _tanh(c_new) if output_tanh else c_new
+                d_pre = torch.addcmul(d_pre, depth_lower, lower_rows[t])
+            d = torch.sigmoid(d_pre, out=d_rows[t])
+            c_new.addcmul_(d, lower_rows[t])
+        h = c_new
+        if output_tanh:
+            h = _tanh_into(c_new, h_rows[t])
         o = empty
+        y = y_rows[t]
         if output_gate:
-            o = torch.sigmoid(_peep(rec[:, k : k + n], c_new, p_o))
-            y = o * h
+            o = torch.sigmoid(_peep(rec[:, k : k + n], c_new, p_o), out=o_rows[t])
+            torch.mul(o, h, out=y)
         else:
-            y = h
+            y.copy_(h)
         if fgr:
             gates_prev = torch.cat([i, f, o], 1)
         c = c_new
-        ys.append(y)
-        cs.append(c)
-        zs.append(z)
-        is_.append(i)
-        fs.append(f)
-        os_.append(o)
-        ds.append(d)
-        hs.append(h)
-    out = [torch.stack(ys), torch.stack(cs), torch.stack(zs)]
-    for gate, on in (
-        (is_, input_gate),
-        (fs, forget != 1),
-        (os_, output_gate),
-        (ds, depth_gate),
-        (hs, output_tanh),
-    ):
-        out.append(torch.stack(gate) if on else empty)
-    return out
+    return [ys, cs, zs, is_, fs, os_, ds, hs]
 
 
 @torch.jit.script
@@ -369,18 +385,24 @@ def _backward_scan(
     d_y_next = torch.zeros_like(y0)  # from step t+1's recurrent products
     d_c_next = torch.zeros_like(c0)  # from step t+1's cell update and peepholes
     d_gates_next = y0.new_zeros(y0.shape[0], 3 * n)  # from step t+1's full gate recurrence
-    d_pres = []
-    d_lows = []
+    # Each step's gradients go straight into the sequence tensors, as in the forward.
+    d_projected = y0.new_empty(steps, y0.shape[0], recurrent + (n if depth_gate else 0))
+    d_lower = _sequence(y0, steps, depth_gate)
+    d_pre_rows, d_low_rows = d_projected.unbind(0), d_lower.unbind(0)
+    d_y_rows, d_c_rows = d_ys.unbind(0), d_cs.unbind(0)
+    c_rows, z_rows, h_rows = cs.unbind(0), zs.unbind(0), hs.unbind(0)
+    i_rows, f_rows, o_rows, d_rows = is_.unbind(0), fs.unbind(0), os_.unbind(0), ds.unbind(0)
+    lower_rows = lower.unbind(0)
     for t in range(steps - 1, -1, -1):
-        c_prev = cs[t - 1] if t > 0 else c0
-        c = cs[t]
-        z = zs[t]
-        h = hs[t] if output_tanh else c
-        d_y = d_ys[t] + d_y_next
-        d_c = d_cs[t] + d_c_next
+        c_prev = c_rows[t - 1] if t > 0 else c0
+        c = c_rows[t]
+        z = z_rows[t]
+        h = h_rows[t] if output_tanh else c
+        d_y = d_y_rows[t] + d_y_next
+        d_c = d_c_rows[t] + d_c_next
         parts = []
         if output_gate:
-            o = os_[t]
+            o = o_rows[t]
             d_o = d_y * h
             if fgr:
                 d_o = d_o + d_gates_next[:, 2 * n :]
@@ -392,24 +414,23 @@ def _backward_scan(
             d_o_pre = empty
             d_h = d_y
         d_c = d_c + (torch.ops.aten.tanh_backward(d_h, h) if output_tanh else d_h)
-        d_c_prev = d_c if forget == 1 else d_c * fs[t]
+        d_c_prev = d_c if forget == 1 else d_c * f_rows[t]
         if depth_gate:
-            d = ds[t]
-            low = lower[t]
+            d = d_rows[t]
+            low = lower_rows[t]
             d_d_pre = torch.ops.aten.sigmoid_backward(d_c * low, d)
             if p_d.numel() > 0:
                 d_c_prev = d_c_prev + _peep_grad(d_d_pre, p_d)
-            d_low = d_c * d
+            d_low = torch.mul(d_c, d, out=d_low_rows[t])
             if depth_lower.numel() > 0:
-                d_low = torch.addcmul(d_low, d_d_pre, depth_lower)
-            d_lows.append(d_low)
+                d_low.addcmul_(d_d_pre, depth_lower)
         else:
             d_d_pre = empty
-        d_z = d_c * is_[t] if input_gate else d_c
+        d_z = d_c * i_rows[t] if input_gate else d_c
         d_z_pre = torch.ops.aten.tanh_backward(d_z, z) if input_tanh else d_z
         parts.append(d_z_pre)
         if input_gate:
-            i = is_[t]
+            i = i_rows[t]
             d_i = d_c * z
             if forget == 2:
                 d_i = d_i - d_c * c_prev
@@ -420,7 +441,7 @@ def _backward_scan(
                 d_c_prev = d_c_prev + _peep_grad(d_i_pre, p_i)
             parts.append(d_i_pre)
         if forget == 0:
-            f = fs[t]
+            f = f_rows[t]
             d_f = d_c * c_prev
             if fgr:
                 d_f = d_f + d_gates_next[:, n : 2 * n]
@@ -430,18 +451,14 @@ def _backward_scan(
             parts.append(d_f_pre)
         if output_gate:
             parts.append(d_o_pre)
-        d_rec = torch.cat(parts, 1)
+        if depth_gate:
+            parts.append(d_d_pre)
+        d_pre = torch.cat(parts, 1, out=d_pre_rows[t])
+        d_rec = d_pre[:, :recurrent]
         if fgr:
             d_gates_next = d_rec[:, n:] @ weight_gates
         d_y_next = d_rec @ weight_r
         d_c_next = d_c_prev
-        if depth_gate:
-            parts.append(d_d_pre)
-            d_pres.append(torch.cat(parts, 1))
-        else:
-            d_pres.append(d_rec)
-    d_pres.reverse()
-    d_projected = torch.stack(d_pres)
     y_prev = torch.cat([y0.unsqueeze(0), ys[:-1]])
     c_prev_all = torch.cat([c0.unsqueeze(0), cs[:-1]])
     d_rec_all = d_projected[:, :, :recurrent]
@@ -461,12 +478,10 @@ def _backward_scan(
         gates = torch.cat([is_, fs, os_], 2)
         gates_prev = torch.cat([torch.zeros_like(gates[:1]), gates[:-1]])
         d_weight_gates = d_rec_all[:, :, n:].flatten(0, 1).t() @ gates_prev.flatten(0, 1)
-    d_p_d, d_lower, d_depth_lower = empty, empty, empty
+    d_p_d, d_depth_lower = empty, empty
     if depth_gate:
         d_d_pre_all = d_projected[:, :, recurrent:]
         d_p_d = _param_grad(d_d_pre_all, c_prev_all, p_d)
-        d_lows.reverse()
-        d_lower = torch.stack(d_lows)
         if depth_lower.numel() > 0:
             d_depth_lower = (d_d_pre_all * lower).sum((0, 1))
     return [
