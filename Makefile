@@ -12,6 +12,8 @@ DEVICES ?=
 ACCELERATOR ?=
 RESUME ?=
 JOBS ?=
+# EVIDENCE=1 writes the committed evidence under results/ (developers); without it a run writes runs/results/.
+EVIDENCE ?=
 
 # Data root: the shared copies beside the checkout when they exist, else the user's cache (repro/data).
 SHARED_DATA := $(abspath ../shared/data)
@@ -48,7 +50,7 @@ reproduce: venv
 	$(REPRO) reproduce $(PAPER) --tier $(TIER) --seeds $(SEEDS) \
 		$(foreach e,$(EXPERIMENT),--experiment $(e)) \
 		$(if $(DEVICES),--devices $(DEVICES)) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR)) \
-		$(if $(JOBS),--jobs $(JOBS)) $(if $(RESUME),--resume)
+		$(if $(JOBS),--jobs $(JOBS)) $(if $(RESUME),--resume) $(if $(EVIDENCE),--evidence)
 
 # pytest exits 5 when it collected nothing: say so and fail rather than pass green on no tests.
 test: venv

@@ -18,10 +18,18 @@ from typing import Any
 from repro.papers import TIERS, Experiment, Paper, discover
 from repro.results import RESULTS, ROOT, atomic_write_text, hardware_label, read_json
 from repro.train import wandb_mode
-from repro.verdict import MISS, NO_RESULT, NOT_IMPLEMENTED, NOT_RUN, PASS, SHOWN
+from repro.verdict import KNOWN_MISS, MISS, NO_RESULT, NOT_IMPLEMENTED, NOT_RUN, PASS, SHOWN
 
 RESULTS_IN_REPO = ROOT / "results"
-VERDICTS = (PASS, MISS, SHOWN, NOT_RUN, NOT_IMPLEMENTED, NO_RESULT)  # the order summaries list them in
+VERDICTS = (
+    PASS,
+    MISS,
+    KNOWN_MISS,
+    SHOWN,
+    NOT_RUN,
+    NOT_IMPLEMENTED,
+    NO_RESULT,
+)  # the order summaries list them in
 COLUMNS = (  # every row has exactly these fields; W&B gets them in this order
     "paper",
     "paper_title",
@@ -42,9 +50,11 @@ COLUMNS = (  # every row has exactly these fields; W&B gets them in this order
 )
 EXPLANATION = (
     "PASS / MISS: a gated metric agrees / disagrees with the published number within its tolerance; "
-    "SHOWN: reported but not gated; NOT RUN: its data is not present; NOT IMPLEMENTED: the suite does not "
-    "implement it; NO RESULT: no aggregate committed yet. The tag after a published number says where it "
-    "comes from: [paper], [code], [secondary] or [unverified]; an [unverified] number never gates."
+    "MISS (known): a gated miss that expected.yaml records with its measured cause (it stays in the gate, "
+    "and `repro check` fails if it starts to pass); SHOWN: reported but not gated; NOT RUN: its data is not "
+    "present; NOT IMPLEMENTED: the suite does not implement it; NO RESULT: no aggregate committed yet. The "
+    "tag after a published number says where it comes from: [paper], [code], [secondary] or [unverified]; "
+    "an [unverified] number never gates."
 )
 
 # -----------------------------------------------------------------------------
@@ -66,10 +76,18 @@ def collect(results_root: Path = RESULTS, papers: dict[str, Paper] | None = None
         experiment = paper.experiments.get(exp_name) if paper else None
         notes = {m.key: m.note for m in experiment.metrics} if experiment else {}
         hw = agg.get("hardware")
+        changes = agg.get("expected_changes") or []
         for metric in agg.get("metrics", []):
             note = notes.get(metric["key"], "")
             if experiment is None:
                 note = "no longer in expected.yaml; the aggregate is kept as it was committed"
+            known = metric.get("known_miss")
+            if known and metric.get("verdict") == KNOWN_MISS:
+                note = f"known miss (since {known['since']}): {known['why']}" + (f"; {note}" if note else "")
+            if changes:
+                # The entry this number is judged against was edited after the result: say when.
+                changed = f"expected.yaml entry changed after this result, last on {changes[-1]['at'][:10]}"
+                note = f"{note}; {changed}" if note else changed
             rows.append(
                 {
                     "paper": paper_name,
@@ -252,7 +270,12 @@ def write_markdown(rows: list[dict[str, Any]], path: Path) -> Path:
 # -----------------------------------------------------------------------------
 # HTML
 
-VERDICT_CLASS = {PASS: "pass", MISS: "miss", SHOWN: "shown"}  # NOT RUN, NOT IMPLEMENTED, NO RESULT: amber
+VERDICT_CLASS = {
+    PASS: "pass",
+    MISS: "miss",
+    KNOWN_MISS: "miss",
+    SHOWN: "shown",
+}  # NOT RUN, NOT IMPLEMENTED, NO RESULT: amber
 HTML_HEAD = """<!DOCTYPE html>
 <html lang="en">
 <head>

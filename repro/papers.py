@@ -5,6 +5,7 @@ Every folder ``papers/<name>/`` holding an ``expected.yaml`` is a paper: nothing
 
     paper:        {title, authors, year, venue, arxiv, code, spec}
     selection:    {rule: best|mean, by: <metric key>, mode: min|max}     # how seeds combine; optional
+    replay:       [{experiment, tier, seed, tolerance: {rel: x}}]        # committed seeds CI re-trains
     experiments:
       <experiment>:
         title, table                       # what the experiment reproduces
@@ -13,12 +14,18 @@ Every folder ``papers/<name>/`` holding an ``expected.yaml`` is a paper: nothing
         selection: {...}                   # optional per-experiment override
         metrics:
           - key, label, published, source, evidence, direction, tolerance, gate, aggregate, min_k, note,
-            selection (optional: this metric's own rule, e.g. rounded results picked by rounded validation)
+            selection (optional: this metric's own rule, e.g. rounded results picked by rounded validation),
+            known_miss: {tiers, why, since}   # optional: a measured miss kept inside the gate
 
 ``evidence`` is one of paper / code / secondary / unverified; an unverified number can never gate.
 ``tolerance`` is ``{abs: x}`` or ``{rel: x}``. ``gate`` lists the tiers at which a miss fails the check.
 ``aggregate`` says which number over seeds is compared: ``selected`` (the seed the selection rule picks),
 ``mean``, or ``k_of_n`` (how many seeds reach the published value; passes when at least ``min_k`` do).
+``known_miss`` marks a gated metric whose committed result misses at the listed tiers: ``repro check``
+accepts that miss, with its reason (``why``) and the commit that recorded it (``since``), and fails when the
+metric starts to pass, so that the mark is removed (strict, like pytest's strict xfail). ``replay`` names
+committed seed records cheap enough that ``repro replay`` re-trains them from scratch in CI and compares every
+metric: exactly (``tolerance`` {rel: 0}, the default) or within a stated relative tolerance.
 """
 
 from __future__ import annotations
@@ -64,6 +71,23 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class KnownMiss:
+    tiers: tuple[str, ...]
+    why: str
+    since: str
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A committed seed record that CI re-trains: ``results/<paper>/<experiment>/<tier>/seed<seed>.json``."""
+
+    experiment: str
+    tier: str
+    seed: int
+    rel: float = 0.0  # 0: every metric bit for bit
+
+
+@dataclass(frozen=True)
 class Metric:
     key: str
     label: str
@@ -78,9 +102,13 @@ class Metric:
     unit: str = ""
     note: str = ""
     selection: Selection | None = None  # this metric's own seed selection (None: the experiment's)
+    known_miss: KnownMiss | None = None
 
     def gates_at(self, tier: str) -> bool:
         return tier in self.gate and self.evidence != "unverified" and self.published is not None
+
+    def known_miss_at(self, tier: str) -> KnownMiss | None:
+        return self.known_miss if self.known_miss and tier in self.known_miss.tiers else None
 
 
 @dataclass(frozen=True)
@@ -117,6 +145,7 @@ class Paper:
     folder: Path
     meta: dict[str, Any]
     experiments: dict[str, Experiment] = field(default_factory=dict)
+    replay: tuple[Replay, ...] = ()
 
     @property
     def title(self) -> str:
@@ -165,7 +194,7 @@ def load_paper(folder: Path) -> Paper:
         raise ExpectedError(f"{path}: not valid YAML: {err}") from err
     check = _Checker(path)
     raw = check.mapping(raw, "")
-    check.known_keys(raw, "", {"paper", "selection", "experiments"})
+    check.known_keys(raw, "", {"paper", "selection", "experiments", "replay"})
     meta = check.mapping(raw.get("paper"), "paper")
     for key in ("title", "authors", "year", "arxiv"):
         check.require(meta, key, "paper")
@@ -200,7 +229,10 @@ def load_paper(folder: Path) -> Paper:
             data=data,
             note=body.get("note", ""),
         )
-    return Paper(folder.name, folder, meta, experiments)
+    replay = tuple(
+        check.replay(entry, f"replay[{i}]", experiments) for i, entry in enumerate(raw.get("replay") or ())
+    )
+    return Paper(folder.name, folder, meta, experiments, replay)
 
 
 class _Checker:
@@ -220,6 +252,7 @@ class _Checker:
         "unit",
         "note",
         "selection",
+        "known_miss",
     }
 
     def __init__(self, path: Path):
@@ -294,6 +327,21 @@ class _Checker:
         aggregate = self.one_of(body.get("aggregate", default_aggregate), f"{where}.aggregate", AGGREGATES)
         if aggregate == "selected" and rule.rule != "best":
             raise self.fail(f"{where}.aggregate", "'selected' needs a selection rule 'best'")
+        known_miss = None
+        if body.get("known_miss") is not None:
+            km = self.mapping(body["known_miss"], f"{where}.known_miss")
+            self.known_keys(km, f"{where}.known_miss", {"tiers", "why", "since"})
+            for key in ("tiers", "why", "since"):
+                self.require(km, key, f"{where}.known_miss")
+            tiers = tuple(km["tiers"]) if isinstance(km["tiers"], list) else (km["tiers"],)
+            for tier in tiers:
+                if tier not in gate:
+                    raise self.fail(
+                        f"{where}.known_miss.tiers",
+                        f"'{tier}' is not a tier this metric gates at ({', '.join(gate) or 'none'}): "
+                        "only a gated number can be a known miss",
+                    )
+            known_miss = KnownMiss(tiers, str(km["why"]), str(km["since"]))
         return Metric(
             key=body["key"],
             label=body["label"],
@@ -308,4 +356,22 @@ class _Checker:
             unit=body.get("unit", ""),
             note=body.get("note", ""),
             selection=own,
+            known_miss=known_miss,
         )
+
+    def replay(self, value: Any, where: str, experiments: dict[str, Experiment]) -> Replay:
+        body = self.mapping(value, where)
+        self.known_keys(body, where, {"experiment", "tier", "seed", "tolerance"})
+        for key in ("experiment", "tier", "seed"):
+            self.require(body, key, where)
+        if body["experiment"] not in experiments:
+            raise self.fail(f"{where}.experiment", f"no experiment '{body['experiment']}' in this file")
+        tier = self.one_of(body["tier"], f"{where}.tier", TIERS)
+        seed = body["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 1:
+            raise self.fail(f"{where}.seed", f"must be a seed number >= 1, got {seed!r}")
+        tolerance = self.mapping(body.get("tolerance", {"rel": 0.0}), f"{where}.tolerance")
+        rel = tolerance.get("rel")
+        if set(tolerance) != {"rel"} or isinstance(rel, bool) or not isinstance(rel, int | float) or rel < 0:
+            raise self.fail(f"{where}.tolerance", "must be {rel: x} with x >= 0 (0: bit for bit)")
+        return Replay(body["experiment"], tier, seed, float(rel))

@@ -1,7 +1,9 @@
 """Run records and aggregates under ``results/``: atomic JSON files with full provenance.
 
 Layout: ``results/<paper>/<experiment>/<tier>/seed<k>.json`` (one record per seed) and ``aggregate.json``
-(all seeds of that experiment and tier, with the verdict). A record is written only when its run finished;
+(all seeds of that experiment and tier, with the verdict). ``results/`` of the repository is the committed
+evidence, written only on purpose (``repro reproduce --evidence``); a user's runs have the same layout under
+``runs/results/``, outside the tracked tree. A record is written only when its run finished;
 every write goes through a temporary file and ``os.replace``, so a crash never leaves half a record.
 """
 
@@ -91,7 +93,10 @@ def git_state() -> dict[str, Any]:
         # A copy of the tree without .git (a cluster's job folder, a rented GPU machine): the sha the copy was
         # made from, as its sender states it; whether the copy had edits is unknown.
         return {"sha": os.environ["REPRO_GIT_SHA"], "dirty": None}
-    return {"sha": sha or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    # Edits to tracked code make a run "dirty"; the suite's own outputs under results/ (earlier seeds of the
+    # same command writing the committed evidence, a regenerated figure) are not code and do not count.
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+    return {"sha": sha or None, "dirty": bool(changed)}
 
 
 def package_versions() -> dict[str, str | None]:

@@ -73,10 +73,10 @@ from optuna.samplers import RandomSampler
 from optuna.trial import TrialState, create_trial
 
 from repro import results
+from repro.evidence import SUMMARY, write_aggregate
 from repro.papers import SEARCH_PREFIX as PREFIX
 from repro.papers import Paper, get_paper, unknown_name_error
 
-SUMMARY = "summary.json"  # what the paper's analysis writes per searched experiment: judged by expected.yaml
 COUNTED = ("complete", "diverged")
 HEARTBEAT_S = 30
 STALE_AFTER_S = 300
@@ -699,19 +699,8 @@ def param_importances(records: list[dict[str, Any]], key: str, seed: int = 0) ->
 def aggregate(paper: Paper, experiment, tier: str, root: Path | None = None) -> dict[str, Any] | None:
     """Judge a searched experiment's ``summary.json`` against expected.yaml and write its aggregate.json, as
     ``repro reproduce`` does with seed records (None while the analysis has written no summary)."""
-    from repro.verdict import judge
-
     folder = results.run_dir(paper.name, experiment.name, tier, root)
     if not (folder / SUMMARY).exists():
         return None
     summary = results.read_json(folder / SUMMARY)
-    payload = {
-        "paper": paper.name,
-        **judge(experiment, [summary], tier, experiment.data_present()),
-        "hardware": summary.get("hardware"),
-        "wall_time_s": summary.get("wall_time_s"),
-        "records": [SUMMARY],
-        "updated_at": results.now(),
-    }
-    results.write_json(folder / "aggregate.json", payload)
-    return payload
+    return write_aggregate(paper, experiment, tier, [summary], root or results.RESULTS)

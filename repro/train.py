@@ -46,6 +46,7 @@ class RunSpec:
     progress: bool = True
     results_root: Path | None = None
     runs_root: Path | None = None
+    invocation: str | None = None  # the `repro reproduce` command this seed belongs to (its resume key)
 
     @property
     def work_dir(self) -> Path:
@@ -91,6 +92,28 @@ def latest_checkpoint(folder: Path) -> Path | None:
     """The path of ``load_latest_checkpoint``: what a resumed run starts from."""
     found = load_latest_checkpoint(folder)
     return found[0] if found else None
+
+
+FINISHED = "finished.json"  # in a seed's work folder: which invocation finished it, and its record
+
+
+def finished_by(work: Path) -> str | None:
+    """The invocation that finished the seed whose work folder is ``work`` (None: not finished)."""
+    marker = work / FINISHED
+    if not marker.exists():
+        return None
+    return results.read_json(marker).get("invocation")
+
+
+def set_aside_checkpoints(work: Path) -> Path | None:
+    """Move a work folder's checkpoints aside (never deleted) so that a fresh run cannot mix them with its
+    own, nor a later ``--resume`` continue from them; returns where they went."""
+    old = work / "checkpoints"
+    if not (old.exists() and any(old.iterdir())):
+        return None
+    aside = work / f"checkpoints-before-{results.now().replace(':', '')}"
+    old.rename(aside)
+    return aside
 
 
 def continue_csv_log(logger, checkpoint: Path) -> None:
@@ -154,10 +177,8 @@ def build_trainer(
             )
 
     work.mkdir(parents=True, exist_ok=True)
-    old = work / "checkpoints"
-    if options.checkpoints and not spec.resume and old.exists() and any(old.iterdir()):
-        # A fresh run must not mix its checkpoints with an earlier run's; keep those aside, never delete them.
-        old.rename(work / f"checkpoints-before-{results.now().replace(':', '')}")
+    if options.checkpoints and not spec.resume:
+        set_aside_checkpoints(work)
     wandb_dir = work / "wandb"
     wandb_dir.mkdir(exist_ok=True)
     csv_logger = CSVLogger(save_dir=work, name="csv", version="")
@@ -249,11 +270,12 @@ def run_seed(spec: RunSpec, options: RunOptions | None = None) -> dict[str, Any]
         stop = next(c for c in trainer.callbacks if type(c).__name__ == "StopOnNonFiniteLoss")
         record["nonfinite_loss"] = stop.message  # None: the loss stayed finite
     record.update(options.extra)
-    results.write_json(
-        options.record_path
-        or results.record_path(spec.paper, spec.experiment, spec.tier, spec.seed, spec.results_root),
-        record,
+    record_path = options.record_path or results.record_path(
+        spec.paper, spec.experiment, spec.tier, spec.seed, spec.results_root
     )
+    results.write_json(record_path, record)
+    if spec.invocation:
+        results.write_json(work / FINISHED, {"invocation": spec.invocation, "record": str(record_path)})
     _close_wandb(trainer, record, experiment)
     return record
 
@@ -285,9 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--invocation", help="the id of the `repro reproduce` command that started this seed")
     args = parser.parse_args(argv)
     spec = RunSpec(
-        args.paper, args.experiment, args.tier, args.seed, args.overrides, args.resume, args.progress
+        args.paper,
+        args.experiment,
+        args.tier,
+        args.seed,
+        args.overrides,
+        args.resume,
+        args.progress,
+        invocation=args.invocation,
     )
     try:
         run_seed(spec)

@@ -9,8 +9,11 @@ aggregate that ``results/.../aggregate.json`` stores. The rules:
 * a metric *agrees* with the paper when it is at least as good as the published value less the tolerance
   (``higher``: v >= published - tol; ``lower``: v <= published + tol; tol is absolute or relative);
 * it *gates* only at the tiers its entry lists and never when its evidence is [unverified];
-* an experiment whose data is absent is "not run", one the suite does not implement is "not implemented":
-  neither is ever a pass.
+* a gated miss that ``expected.yaml`` marks as known at that tier is "MISS (known)": it stays in the gate and
+  in every table, with its reason, but does not fail ``repro check``; a marked metric that passes is a PASS
+  that ``repro check`` reports until the mark is removed;
+* an experiment without records whose data is absent is "not run", one the suite does not implement is "not
+  implemented": neither is ever a pass. Records are judged whether or not the data is on this machine.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from typing import Any
 
 from repro.papers import Experiment, Metric, Selection
 
-PASS, MISS, SHOWN, NOT_RUN, NOT_IMPLEMENTED, NO_RESULT = (
+PASS, MISS, KNOWN_MISS, SHOWN, NOT_RUN, NOT_IMPLEMENTED, NO_RESULT = (
     "PASS",
     "MISS",
+    "MISS (known)",
     "SHOWN",
     "NOT RUN",
     "NOT IMPLEMENTED",
@@ -86,15 +90,21 @@ def judge(
         chosen = selected if metric.selection is None else select_seed(metric.selection, records)
         mean, std = mean_std(values)
         k = sum(bool(agrees(metric, v)) for v in values)
+        known = metric.known_miss_at(tier)
         row: dict[str, Any] = {
             "key": metric.key,
             "label": metric.label,
+            # The expected.yaml entry this row was judged against, so that a later change of a published
+            # value, tolerance or gate shows as a difference from the committed aggregate.
             "published": metric.published,
             "evidence": metric.evidence,
             "source": metric.source,
             "direction": metric.direction,
             "tolerance": metric.tolerance,
             "aggregate": metric.aggregate,
+            "min_k": metric.min_k,
+            "gate": list(metric.gate),
+            "known_miss": {"why": known.why, "since": known.since} if known else None,
             "gated": metric.gates_at(tier),
             "values": values,
             "seeds": [r.get("seed") for r in records],
@@ -112,12 +122,12 @@ def judge(
     gated = [r for r in rows if r["gated"]]
     if not experiment.implemented:
         overall = NOT_IMPLEMENTED
-    elif not data_present:
-        overall = NOT_RUN
     elif not records:
-        overall = NO_RESULT
+        overall = NO_RESULT if data_present else NOT_RUN
     elif any(r["verdict"] == MISS for r in gated):
         overall = MISS
+    elif any(r["verdict"] == KNOWN_MISS for r in gated):
+        overall = KNOWN_MISS
     elif gated:
         overall = PASS
     else:
@@ -149,15 +159,22 @@ def _verdict(
 ) -> str:
     if not experiment.implemented:
         return NOT_IMPLEMENTED
-    if not data_present:
-        return NOT_RUN
     if not row["n"]:
-        return NO_RESULT
+        return NO_RESULT if data_present else NOT_RUN
     if not row["gated"]:
         return SHOWN
     if metric.aggregate == "k_of_n":
-        return PASS if row["k"] >= metric.min_k else MISS
-    return PASS if agrees(metric, row["reproduced"]) else MISS
+        passed = row["k"] >= metric.min_k
+    else:
+        passed = bool(agrees(metric, row["reproduced"]))
+    if passed:
+        return PASS
+    return KNOWN_MISS if row["known_miss"] else MISS
+
+
+def passing_known_misses(aggregate: dict[str, Any]) -> list[str]:
+    """Labels of the metrics of an aggregate that carry a known-miss mark and pass: the mark must go."""
+    return [row["label"] for row in aggregate["metrics"] if row.get("known_miss") and row["verdict"] == PASS]
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

@@ -23,7 +23,7 @@ from rich.console import Console
 
 import repro.results
 import repro.train
-from repro import cli, config, results
+from repro import cli, config, evidence, results
 from repro.config import ConfigError
 from repro.data import DataError, data_root, fetch, sha256, verify
 from repro.papers import (
@@ -783,7 +783,8 @@ def fabricate_cpu_results(root: Path, seeds: dict[int, dict[str, float]]) -> dic
             "config": {"data": {"init_args": {"nmax": 15}}},
         }
         results.write_json(results.record_path("stack_rnn", "stack_anbn_rounding", "cpu", seed, root), record)
-    return cli.aggregate(paper, experiment, "cpu", sorted(seeds), root)
+    records = results.load_records("stack_rnn", "stack_anbn_rounding", "cpu", root)
+    return evidence.write_aggregate(paper, experiment, "cpu", records, root)
 
 
 SOLVED = {
@@ -811,7 +812,7 @@ def test_check_fabricated_miss_is_exit_1(repro_cli, isolated_outputs):
     rc, out = repro_cli("check", "stack_rnn")
     assert rc == 1
     assert "MISS" in out
-    assert "checked 1 aggregates: 1 missed, 0 problems" in out
+    assert "checked 1 aggregates: 1 missed, 0 known misses, 0 problems" in out
 
 
 def test_check_fabricated_pass_is_exit_0(repro_cli, isolated_outputs):
@@ -825,7 +826,7 @@ def test_check_fabricated_pass_is_exit_0(repro_cli, isolated_outputs):
     assert gates == [("k_of_n", "PASS")]
     rc, out = repro_cli("check")
     assert rc == 0
-    assert "checked 1 aggregates: 0 missed, 0 problems" in out
+    assert "checked 1 aggregates: 0 missed, 0 known misses, 0 problems" in out
     # --tier filters what is checked.
     rc, out = repro_cli("check", "--tier", "full")
     assert rc == 0
@@ -876,7 +877,7 @@ def smoke_run(tmp_path_factory):
         mp.setattr(repro.train, "RUNS", tmp / "runs")
         mp.setenv("REPRO_RESULTS", str(tmp / "results"))
         mp.setenv("REPRO_RUNS", str(tmp / "runs"))
-        argv = ["--results", str(tmp / "results"), "reproduce", "stack_rnn", "--tier", "smoke"]
+        argv = ["--results", str(tmp / "results"), "reproduce", "stack_rnn", "--tier", "smoke", "--evidence"]
         rc, out = run_cli(mp, [*argv, "--seeds", "1", "--experiment", "stack_anbn", "--no-progress"])
     return rc, out, tmp
 
@@ -932,7 +933,7 @@ def test_check_passes_on_fresh_smoke_results(smoke_run, repro_cli, isolated_outp
     root = copy_smoke_results(smoke_run, isolated_outputs)
     rc, out = repro_cli("check", "stack_rnn", results=root)
     assert rc == 0
-    assert "checked 1 aggregates: 0 missed, 0 problems" in out
+    assert "checked 1 aggregates: 0 missed, 0 known misses, 0 problems" in out
     rc, out = repro_cli("list", "stack_rnn", results=root)
     assert rc == 0
     assert "smoke: SHOWN" in out
@@ -947,8 +948,8 @@ def test_check_flags_tampered_verdict(smoke_run, repro_cli, isolated_outputs):
     path.write_text(json.dumps(stored))
     rc, out = repro_cli("check", "stack_rnn", results=root)
     assert rc == 1
-    assert f"{path}: stored verdict PASS but the records give SHOWN" in out
-    assert "checked 1 aggregates: 0 missed, 1 problems" in out
+    assert f"{path}: verdict: committed 'PASS', the records give 'SHOWN'" in out
+    assert "checked 1 aggregates: 0 missed, 0 known misses, 1 problems" in out
 
 
 @pytest.mark.slow
@@ -961,59 +962,27 @@ def test_check_flags_missing_record(smoke_run, repro_cli, isolated_outputs):
 
 
 @pytest.mark.slow
-def test_reproduce_honours_results_flag(repro_cli, isolated_outputs):
+def test_reproduce_writes_to_out_and_leaves_the_committed_evidence_alone(repro_cli, isolated_outputs):
+    committed = isolated_outputs / "results"
     elsewhere = isolated_outputs / "elsewhere"
-    rc, out = repro_cli(
-        "reproduce",
-        "stack_rnn",
-        "--tier",
-        "smoke",
-        "--seeds",
-        "1",
-        "--experiment",
-        "stack_anbn",
-        "--set",
-        "trainer.max_epochs=1",
-        "--no-progress",
-        results=elsewhere,
-    )
+    argv = ["reproduce", "stack_rnn", "--tier", "smoke", "--seeds", "1", "--experiment", "stack_anbn"]
+    rc, out = repro_cli(*argv, "--set", "trainer.max_epochs=1", "--no-progress", "--out", str(elsewhere))
     assert rc == 0, out
     assert (elsewhere / SMOKE_DIR / "seed1.json").exists()
     assert (elsewhere / SMOKE_DIR / "aggregate.json").exists()
+    assert not committed.exists()
 
 
-def test_reproduce_no_train_judges_existing_records(repro_cli, isolated_outputs):
+def test_reproduce_no_train_evidence_judges_the_committed_records(repro_cli, isolated_outputs):
     root = isolated_outputs / "results"
     fabricate_cpu_results(root, {1: {**PARTLY, "val_entropy": 0.2}, 2: {**SOLVED, "val_entropy": 0.3}})
     (root / "stack_rnn/stack_anbn_rounding/cpu/aggregate.json").unlink()
-    argv = [
-        "reproduce",
-        "stack_rnn",
-        "-e",
-        "stack_anbn_rounding",
-        "--seeds",
-        "2",
-        "--no-train",
-        "--no-progress",
-    ]
-    rc, out = repro_cli(*argv)
+    argv = ["reproduce", "stack_rnn", "-e", "stack_anbn_rounding", "--seeds", "2", "--no-train", "--evidence"]
+    rc, out = repro_cli(*argv, "--no-progress")
     assert rc == 0, out
     assert results.read_json(root / "stack_rnn/stack_anbn_rounding/cpu/aggregate.json")["verdict"] == "PASS"
     assert not (isolated_outputs / "runs").exists()
     assert (root / "stack_rnn/stack_anbn_rounding/cpu/accuracy_by_n.png").exists()
-
-
-def test_reproduce_resume_keeps_finished_seeds(repro_cli, isolated_outputs):
-    """--resume after an interruption between seeds: seeds with a record are not trained again."""
-    root = isolated_outputs / "results"
-    fabricate_cpu_results(root, {1: {**PARTLY, "val_entropy": 0.2}, 2: {**SOLVED, "val_entropy": 0.3}})
-    rc, out = repro_cli("reproduce", "stack_rnn", "-e", "stack_anbn_rounding", "--seeds", "2", "--resume")
-    assert rc == 0, out
-    assert not (isolated_outputs / "runs").exists()
-    assert results.read_json(root / "stack_rnn/stack_anbn_rounding/cpu/aggregate.json")["records"] == [
-        "seed1.json",
-        "seed2.json",
-    ]
 
 
 def test_reproduce_does_not_need_optuna():

@@ -1,0 +1,357 @@
+"""Trustworthy evidence: a user's run never writes the committed evidence, resume continues what was cut off,
+known misses stay inside the gate, and ``repro check`` re-derives every field of every committed aggregate.
+
+Most tests judge a toy paper's fabricated records; three train the stack_anbn smoke tier for real (seconds).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from repro import cli, evidence, results
+from repro.papers import ExpectedError, load_paper
+from repro.verdict import KNOWN_MISS, MISS, NOT_RUN, PASS, judge
+
+
+def run_cli(monkeypatch, *argv: str) -> tuple[int, str]:
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buffer, width=3000, color_system=None))
+    rc = cli.main(list(argv))
+    return rc, buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# a toy paper: one experiment, one metric gated at cpu (accuracy >= 90 - 1), seeds picked by val_loss
+
+
+def toy_expected(**metric) -> dict:
+    return {
+        "paper": {"title": "Toy", "authors": ["A. Author"], "year": 2015, "arxiv": "0000.00000"},
+        "selection": {"rule": "best", "by": "val_loss", "mode": "min"},
+        "experiments": {
+            "exp": {
+                "title": "Toy experiment",
+                "metrics": [
+                    {
+                        "key": "acc",
+                        "label": "accuracy",
+                        "published": 90.0,
+                        "source": "Table 1",
+                        "evidence": "paper",
+                        "direction": "higher",
+                        "tolerance": {"abs": 1},
+                        "gate": ["cpu"],
+                        **metric,
+                    }
+                ],
+            }
+        },
+    }
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    """``toy(accuracies, **metric)``: the toy paper under tmp (cli reads it instead of papers/), a committed
+    seed record per accuracy and their aggregate; returns the aggregate's path."""
+    papers = tmp_path / "papers"
+    root = tmp_path / "results"
+    monkeypatch.setattr(cli, "get_paper", lambda name: load_paper(papers / name))
+    monkeypatch.setattr(cli, "discover", lambda: {"toy": load_paper(papers / "toy")})
+
+    def make(accuracies: list[float], **metric) -> Path:
+        write_expected(papers, toy_expected(**metric))
+        paper = load_paper(papers / "toy")
+        for seed, acc in enumerate(accuracies, start=1):
+            record = {"seed": seed, "metrics": {"acc": acc, "val_loss": 1.0 / seed}, "wall_time_s": 1.0}
+            record["hardware"] = {"cpu_count": 2, "processor": "Test CPU"}
+            results.write_json(results.record_path("toy", "exp", "cpu", seed, root), record)
+        records = results.load_records("toy", "exp", "cpu", root)
+        evidence.write_aggregate(paper, paper.experiment("exp"), "cpu", records, root)
+        return results.run_dir("toy", "exp", "cpu", root) / "aggregate.json"
+
+    return make
+
+
+def write_expected(papers: Path, body: dict) -> None:
+    (papers / "toy").mkdir(parents=True, exist_ok=True)
+    (papers / "toy" / "expected.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+
+
+def check(monkeypatch, aggregate: Path, *extra: str) -> tuple[int, str]:
+    return run_cli(monkeypatch, "--results", str(aggregate.parents[3]), "check", *extra)
+
+
+KNOWN = {"tiers": ["cpu"], "why": "measured: too few epochs", "since": "abc1234"}
+
+
+# --------------------------------------------------------------------------------------------------
+# known misses
+
+
+def test_a_known_miss_is_judged_and_passes_the_check(toy, monkeypatch):
+    path = toy([85.0, 80.0], known_miss=KNOWN)
+    stored = results.read_json(path)
+    assert stored["verdict"] == KNOWN_MISS
+    assert stored["metrics"][0]["known_miss"] == {"why": "measured: too few epochs", "since": "abc1234"}
+    rc, out = check(monkeypatch, path)
+    assert rc == 0, out
+    assert "MISS (known): toy/exp [cpu]" in out
+    assert "MISS (known): measured: too few epochs" in out  # the table gives the reason
+    assert "checked 1 aggregates: 0 missed, 1 known misses, 0 problems" in out
+
+
+def test_an_unmarked_miss_fails_the_check(toy, monkeypatch):
+    path = toy([85.0])
+    rc, out = check(monkeypatch, path)
+    assert rc == 1
+    assert results.read_json(path)["verdict"] == MISS
+    assert "MISS: toy/exp [cpu]" in out
+
+
+def test_a_known_miss_that_now_passes_fails_the_check_until_the_mark_goes(toy, monkeypatch):
+    path = toy([95.0], known_miss=KNOWN)
+    assert results.read_json(path)["verdict"] == PASS
+    rc, out = check(monkeypatch, path)
+    assert rc == 1
+    assert "'accuracy' is marked as a known miss in expected.yaml but now passes: remove the mark" in out
+
+
+def test_a_known_miss_only_applies_at_its_tiers():
+    experiment = load_toy_experiment(known_miss={**KNOWN, "tiers": ["full"]}, gate=["cpu", "full"])
+    records = [{"seed": 1, "metrics": {"acc": 80.0, "val_loss": 1.0}}]
+    assert judge(experiment, records, "cpu")["verdict"] == MISS
+    assert judge(experiment, records, "full")["verdict"] == KNOWN_MISS
+
+
+def load_toy_experiment(**metric):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_expected(Path(tmp), toy_expected(**metric))
+        return load_paper(Path(tmp) / "toy").experiment("exp")
+
+
+@pytest.mark.parametrize(
+    ("mark", "problem"),
+    [
+        ({**KNOWN, "tiers": ["full"]}, "'full' is not a tier this metric gates at"),
+        ({"tiers": ["cpu"], "since": "abc1234"}, "known_miss.why': is required"),
+        ({**KNOWN, "reason": "x"}, "known_miss.reason': unknown key"),
+    ],
+)
+def test_a_malformed_known_miss_names_the_field(mark, problem):
+    with pytest.raises(ExpectedError, match=problem):
+        load_toy_experiment(known_miss=mark)
+
+
+# --------------------------------------------------------------------------------------------------
+# repro check re-derives every field
+
+
+def tamper(path: Path, edit) -> None:
+    stored = results.read_json(path)
+    edit(stored)
+    path.write_text(json.dumps(stored))
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (
+            lambda a: a["metrics"][0].update(mean=99.0),
+            "metrics[acc].mean: committed 99.0, the records give 90.0",
+        ),
+        (lambda a: a["metrics"][0].update(verdict="SHOWN"), "metrics[acc].verdict: committed 'SHOWN'"),
+        (lambda a: a["metrics"][0].update(values=[95.0, 85.0]), "metrics[acc].values"),
+        (lambda a: a.update(wall_time_s=1.0), "wall_time_s: committed 1.0, the records give 2.0"),
+        (lambda a: a["selection"].update(selected_seed=1), "selection: committed"),
+    ],
+    ids=["mean", "metric verdict", "values", "wall time", "selected seed"],
+)
+def test_check_names_every_hand_edited_field(toy, monkeypatch, edit, named):
+    path = toy([85.0, 95.0])  # the selection keeps seed 2 (lowest val_loss): a PASS
+    assert results.read_json(path)["verdict"] == PASS
+    rc, out = check(monkeypatch, path)
+    assert rc == 0, out
+    tamper(path, edit)
+    rc, out = check(monkeypatch, path)
+    assert rc == 1
+    assert named in out
+
+
+def test_a_tolerance_loosened_after_the_result_is_a_problem_until_rejudged(toy, monkeypatch, tmp_path):
+    path = toy([85.0])  # a miss at abs 1
+    write_expected(tmp_path / "papers", toy_expected(tolerance={"abs": 10}))
+    rc, out = check(monkeypatch, path)
+    assert rc == 1
+    assert "metrics[acc].tolerance: committed {'abs': 1.0}, expected.yaml now has {'abs': 10.0}" in out
+    assert "re-judge on purpose: repro check toy --tier cpu --rejudge" in out
+    rc, out = check(monkeypatch, path, "--rejudge")
+    assert rc == 0, out
+    rejudged = results.read_json(path)
+    assert rejudged["verdict"] == PASS
+    (change,) = rejudged["expected_changes"]
+    assert change["fields"] == ["metrics[acc].tolerance"]
+    assert change["at"]
+    rc, out = check(monkeypatch, path)
+    assert rc == 0, out
+
+
+def test_a_published_value_edited_after_the_result_is_a_problem(toy, monkeypatch, tmp_path):
+    path = toy([95.0])
+    write_expected(tmp_path / "papers", toy_expected(published=94.0))
+    rc, out = check(monkeypatch, path)
+    assert rc == 1
+    assert "metrics[acc].published: committed 90.0, expected.yaml now has 94.0" in out
+
+
+def test_a_seed_record_the_aggregate_does_not_combine_is_a_problem(toy, monkeypatch):
+    path = toy([95.0])
+    results.write_json(path.parent / "seed2.json", {"seed": 2, "metrics": {"acc": 10.0}, "wall_time_s": 1})
+    rc, out = check(monkeypatch, path)
+    assert rc == 1
+    assert "records on disk that the aggregate does not combine: seed2.json" in out
+
+
+def test_records_are_judged_whether_or_not_the_data_is_present():
+    experiment = load_toy_experiment()
+    records = [{"seed": 1, "metrics": {"acc": 95.0, "val_loss": 1.0}}]
+    assert judge(experiment, records, "cpu", data_present=False)["verdict"] == PASS
+    assert judge(experiment, [], "cpu", data_present=False)["verdict"] == NOT_RUN
+
+
+def test_check_of_the_committed_results_does_not_depend_on_the_data_root(monkeypatch, tmp_path):
+    """The committed evidence judged with the data root unset, empty and missing: one and the same output."""
+    outputs = []
+    for data in (None, tmp_path, tmp_path / "absent"):
+        if data is None:
+            monkeypatch.delenv("REPRO_DATA", raising=False)
+        else:
+            monkeypatch.setenv("REPRO_DATA", str(data))
+        outputs.append(run_cli(monkeypatch, "--results", str(results.ROOT / "results"), "check"))
+    assert outputs[0][0] == 0, outputs[0][1][-3000:]
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+# --------------------------------------------------------------------------------------------------
+# where runs write, and what the records say
+
+
+def test_git_state_ignores_the_suites_own_outputs(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "seed1.json").write_text("{}\n")
+    (tmp_path / "model.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(results, "ROOT", tmp_path)
+    (tmp_path / "results" / "seed1.json").write_text('{"seed": 1}\n')
+    assert results.git_state()["dirty"] is False
+    (tmp_path / "model.py").write_text("x = 2\n")
+    assert results.git_state()["dirty"] is True
+
+
+SMOKE = ["reproduce", "stack_rnn", "--tier", "smoke", "-e", "stack_anbn", "--no-progress"]
+
+
+@pytest.fixture
+def smoke_cli(isolated_outputs, monkeypatch, harness_state):
+    """``smoke_cli(*argv)`` in-process with results/ and runs/ under tmp; seeds train on one thread each."""
+    monkeypatch.setenv(
+        "OMP_NUM_THREADS", "1"
+    )  # so that a resumed seed can equal an uninterrupted one bit for bit
+
+    def run(*argv: str) -> tuple[int, str]:
+        return run_cli(monkeypatch, "--results", str(isolated_outputs / "results"), *argv)
+
+    return run
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_users_run_writes_apart_and_prints_the_committed_evidence_beside_it(smoke_cli, isolated_outputs):
+    committed = isolated_outputs / "results"
+    rc, out = smoke_cli(*SMOKE, "--seeds", "1", "--set", "trainer.max_epochs=1", "--evidence")
+    assert rc == 0, out
+    assert "writing the committed evidence to" in out
+    before = snapshot(committed)
+    assert "stack_rnn/stack_anbn/smoke/seed1.json" in before
+
+    rc, out = smoke_cli(*SMOKE, "--seeds", "1", "--set", "trainer.max_epochs=1")
+    assert rc == 0, out
+    assert snapshot(committed) == before  # not a byte of the committed evidence changed
+    mine = isolated_outputs / "runs" / "results" / "stack_rnn" / "stack_anbn" / "smoke"
+    assert {p.name for p in mine.glob("*.json")} == {"seed1.json", "aggregate.json"}
+    assert "published vs committed evidence vs this run" in out
+    assert "(SHOWN, 1 seeds)" in out  # the committed column: its value, verdict and seed count
+    assert f"this run's records: {isolated_outputs / 'runs' / 'results' / 'stack_rnn'}" in out
+
+
+@pytest.mark.slow
+def test_evidence_from_fewer_seeds_combines_every_committed_seed(smoke_cli, isolated_outputs):
+    one_epoch = ("--set", "trainer.max_epochs=1", "--evidence")
+    assert smoke_cli(*SMOKE, "--seeds", "2", *one_epoch)[0] == 0
+    rc, out = smoke_cli(*SMOKE, "--seeds", "1", *one_epoch)
+    assert rc == 0, out
+    aggregate = results.read_json(isolated_outputs / "results/stack_rnn/stack_anbn/smoke/aggregate.json")
+    assert aggregate["records"] == ["seed1.json", "seed2.json"]
+    assert "the committed aggregate combines 2 seeds: 1, 2 (1 from this run)" in out
+
+
+@pytest.mark.slow
+def test_resume_continues_the_cut_off_seed_whatever_the_committed_evidence_holds(smoke_cli, isolated_outputs):
+    # Committed evidence with both seeds: it must not make --resume skip anything.
+    committed = isolated_outputs / "results" / "stack_rnn" / "stack_anbn" / "smoke"
+    for seed in (1, 2):
+        results.write_json(committed / f"seed{seed}.json", {"seed": seed, "metrics": {}, "wall_time_s": 0})
+    rc, out = smoke_cli(*SMOKE, "--seeds", "2", "--jobs", "1", "--set", "trainer.max_epochs=3")
+    assert rc == 0, out
+    mine = isolated_outputs / "runs" / "results" / "stack_rnn" / "stack_anbn" / "smoke"
+    straight = results.read_json(mine / "seed2.json")
+    seed1 = (mine / "seed1.json").read_bytes()
+    # Cut seed 2 off after its first epoch, as a Ctrl-C or a kill -9 would: no record, no later checkpoints.
+    work = isolated_outputs / "runs" / "stack_rnn" / "stack_anbn" / "smoke" / "seed2"
+    (mine / "seed2.json").unlink()
+    (work / "finished.json").unlink()
+    for late in ("epoch001.ckpt", "epoch002.ckpt"):
+        (work / "checkpoints" / late).unlink()
+
+    rc, out = smoke_cli("reproduce", "stack_rnn", "--tier", "smoke", "--resume", "--no-progress")
+    assert rc == 0, out
+    assert "resume: stack_anbn seed 1: finished" in out
+    assert "resume: stack_anbn seed 2: continues after 1 finished epoch (checkpoints/epoch000.ckpt)" in out
+    resumed = results.read_json(mine / "seed2.json")
+    assert resumed["resumed_from"] == "checkpoints/epoch000.ckpt"
+    assert resumed["metrics"] == straight["metrics"]
+    assert (mine / "seed1.json").read_bytes() == seed1  # the finished seed was not trained again
+    assert results.read_json(committed / "seed1.json")["metrics"] == {}
+
+
+def test_resume_with_nothing_started_is_exit_2(smoke_cli):
+    rc, out = smoke_cli("reproduce", "stack_rnn", "--tier", "smoke", "--resume")
+    assert rc == 2
+    assert "nothing to resume" in out
+
+
+@pytest.mark.parametrize(
+    ("flag", "problem"),
+    [(("--seeds", "0"), "--seeds must be at least 1"), (("--jobs", "-2"), "--jobs must be at least 1")],
+)
+def test_bad_seed_and_job_counts_are_exit_2_before_training(smoke_cli, isolated_outputs, flag, problem):
+    rc, out = smoke_cli(*SMOKE, *flag)
+    assert rc == 2
+    assert problem in out
+    assert not (isolated_outputs / "runs").exists()
