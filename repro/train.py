@@ -241,6 +241,10 @@ def run_seed(spec: RunSpec, options: RunOptions | None = None) -> dict[str, Any]
     work = options.work_dir or spec.work_dir
     ckpt = latest_checkpoint(work / "checkpoints") if spec.resume else None
     trainer = build_trainer(config, spec, resume_from=ckpt, options=options)
+    # Lightning loads a checkpoint's weights into the module before its precision plugin converts it, so a
+    # float64 run ("64-true") resumed into a float32 module came back rounded to float32 and went on to
+    # different numbers. Converting first, as Lightning itself would a moment later, keeps every bit.
+    model = trainer.precision_plugin.convert_module(model)
     trainer.fit(model, datamodule=data, ckpt_path=ckpt)
     tested = trainer.test(model, datamodule=data, verbose=False)
     if not trainer.is_global_zero:
