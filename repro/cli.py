@@ -1,8 +1,9 @@
 """``repro``: reproduce a paper, check committed results, browse the leaderboard.
 
     repro list [PAPER]                     papers, experiments, tiers and their latest verdicts
-    repro reproduce PAPER [options]        train + evaluate seeds, print published vs reproduced, judge
-    repro check [PAPER]                    re-judge committed results against expected.yaml (CI regression)
+    repro reproduce PAPER [options]        train + evaluate seeds; print published | committed | this run
+    repro check [PAPER]                    re-derive every committed aggregate from its records (CI)
+    repro replay [PAPER]                   re-train the committed seeds each paper names; compare (CI)
     repro config PAPER EXPERIMENT          print the fully resolved config of a tier
     repro leaderboard [--wandb]            rebuild results/LEADERBOARD.md and results/leaderboard.html
     repro bench [PAPER]                    run the papers' benchmarks, JSON under results/bench/
@@ -11,6 +12,7 @@
     repro search PAPER [options]           the paper's random search (Optuna), its analysis and verdict
     repro features PAPER EXPERIMENT        cache the VGG-19 features an experiment reads (one-time pass)
 
+A run writes runs/results/ unless --evidence makes it write the committed evidence, results/.
 Exit status: 0 when every gated number agrees, 1 on a miss, 2 on bad input (unknown names, bad configs).
 """
 
@@ -23,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -34,7 +37,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from repro import evidence as evidence_lib
-from repro import results
+from repro import replay, results
 from repro.config import ConfigError
 from repro.papers import TIERS, ExpectedError, Experiment, Paper, discover, get_paper, is_search_experiment
 from repro.verdict import KNOWN_MISS, MISS, fmt, judge, passing_known_misses
@@ -175,7 +178,9 @@ def seed_states(plan: dict) -> list[tuple[str, int, str]]:
                 where = "from scratch (no checkpoint)"
             else:
                 done = int(checkpoint.stem.removeprefix("epoch")) + 1  # epochNNN.ckpt: NNN counts from 0
-                where = f"after {done} finished epoch{'s' if done > 1 else ''} (checkpoints/{checkpoint.name})"
+                where = (
+                    f"after {done} finished epoch{'s' if done > 1 else ''} (checkpoints/{checkpoint.name})"
+                )
             states.append((experiment, seed, where))
     return states
 
@@ -310,14 +315,16 @@ SEEDS_DEFAULT = 3
 
 
 def check_writable(folder: Path) -> None:
-    """A run whose records cannot be written must fail before it trains, not after."""
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
+    """A run whose records cannot be written must fail before it trains, not after: make the folder and a
+    file in it (a permission check alone would pass for root on a read-only mount)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
         raise ConfigError(
-            f"cannot write the run's records: {probe} is not writable; choose another with --out"
-        )
+            f"cannot write the run's records to {folder}: {err.strerror or err}; choose another with --out"
+        ) from err
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -353,6 +360,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                 f"{paper.name}/{e.name} has no '{args.tier}' config; it has: "
                 f"{', '.join(paper.tiers(e.name)) or 'none'}"
             )
+    if args.train:
+        # A bad --set fails here, once and before anything trains, not once in every seed's process.
+        from repro import config
+
+        for e in experiments:
+            config.load(paper.config_path(e.name, args.tier), plan["overrides"] if plan else args.overrides)
     evidence = plan["evidence"] if plan else args.evidence
     out = Path(plan["out"]) if plan else (args.results if evidence else (args.out or user_results()))
     check_writable(out)
@@ -745,6 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(after a deliberate change of expected.yaml; the change is logged in the aggregate with its date)",
     )
     p.set_defaults(func=cmd_check)
+
+    replay.add_parser(sub)
 
     p = sub.add_parser("config", help="print the resolved config (every default filled in)")
     p.add_argument("paper")

@@ -348,10 +348,24 @@ def test_resume_with_nothing_started_is_exit_2(smoke_cli):
 
 @pytest.mark.parametrize(
     ("flag", "problem"),
-    [(("--seeds", "0"), "--seeds must be at least 1"), (("--jobs", "-2"), "--jobs must be at least 1")],
+    [
+        (("--seeds", "0"), "--seeds must be at least 1"),
+        (("--jobs", "-2"), "--jobs must be at least 1"),
+        (("--set", "model.hiden_size=3"), "unknown model argument 'hiden_size'"),
+        (("--set", "trainer.max_epochs=abc"), 'Parser key "trainer.max_epochs"'),
+    ],
 )
-def test_bad_seed_and_job_counts_are_exit_2_before_training(smoke_cli, isolated_outputs, flag, problem):
+def test_bad_input_is_exit_2_once_before_training(smoke_cli, isolated_outputs, flag, problem):
     rc, out = smoke_cli(*SMOKE, *flag)
     assert rc == 2
-    assert problem in out
+    assert out.count(problem) == 1
+    assert not (isolated_outputs / "runs").exists()
+
+
+def test_an_unwritable_output_folder_is_exit_2_before_training(smoke_cli, isolated_outputs):
+    blocker = isolated_outputs / "a-file"
+    blocker.write_text("not a folder\n")
+    rc, out = smoke_cli(*SMOKE, "--out", str(blocker / "results"))
+    assert rc == 2
+    assert f"cannot write the run's records to {blocker / 'results'}" in out
     assert not (isolated_outputs / "runs").exists()
