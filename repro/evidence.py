@@ -33,8 +33,11 @@ EXPECTED_FIELDS = (  # the fields of a metric row that come from expected.yaml, 
     "min_k",
     "gate",
     "known_miss",
+    "two_sided",
     "gated",
 )
+# What a field that an older aggregate did not record meant then: its absence is no change from these.
+FIELD_DEFAULTS = {"two_sided": False, "known_miss": None, "min_k": 1}
 DERIVED_FIELDS = ("experiment", "tier", "selection", "verdict", "hardware", "wall_time_s", "records")
 
 
@@ -164,6 +167,7 @@ def expected_changes(stored: dict[str, Any], fresh: dict[str, Any]) -> list[str]
         changed += [
             f"{name}.{field}"
             for field in EXPECTED_FIELDS
-            if field in old and not same(old[field], row[field])
+            if (field in old or field in FIELD_DEFAULTS)
+            and not same(old.get(field, FIELD_DEFAULTS.get(field)), row[field])
         ]
     return changed

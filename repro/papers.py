@@ -16,11 +16,14 @@ Every folder ``papers/<name>/`` holding an ``expected.yaml`` is a paper: nothing
           - key, label, published, source, evidence, direction, tolerance, gate, aggregate, min_k, note,
             selection (optional: this metric's own rule, e.g. rounded results picked by rounded validation),
             known_miss: {tiers, why, since}   # optional: a measured miss kept inside the gate
+            two_sided: true                   # optional: agree only within the tolerance on both sides
 
 ``evidence`` is one of paper / code / secondary / unverified; an unverified number can never gate.
 ``tolerance`` is ``{abs: x}`` or ``{rel: x}``. ``gate`` lists the tiers at which a miss fails the check.
 ``aggregate`` says which number over seeds is compared: ``selected`` (the seed the selection rule picks),
 ``mean``, or ``k_of_n`` (how many seeds reach the published value; passes when at least ``min_k`` do).
+``two_sided`` (for baselines): a value far *better* than published points to a data or protocol mismatch as
+surely as one far worse, so it agrees only within the tolerance on either side.
 ``known_miss`` marks a gated metric whose committed result misses at the listed tiers: ``repro check``
 accepts that miss, with its reason (``why``) and the commit that recorded it (``since``), and fails when the
 metric starts to pass, so that the mark is removed (strict, like pytest's strict xfail). ``replay`` names
@@ -103,6 +106,7 @@ class Metric:
     note: str = ""
     selection: Selection | None = None  # this metric's own seed selection (None: the experiment's)
     known_miss: KnownMiss | None = None
+    two_sided: bool = False
 
     def gates_at(self, tier: str) -> bool:
         return tier in self.gate and self.evidence != "unverified" and self.published is not None
@@ -253,6 +257,7 @@ class _Checker:
         "note",
         "selection",
         "known_miss",
+        "two_sided",
     }
 
     def __init__(self, path: Path):
@@ -357,7 +362,13 @@ class _Checker:
             note=body.get("note", ""),
             selection=own,
             known_miss=known_miss,
+            two_sided=self.boolean(body.get("two_sided", False), f"{where}.two_sided"),
         )
+
+    def boolean(self, value: Any, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, f"must be true or false, got {value!r}")
+        return value
 
     def replay(self, value: Any, where: str, experiments: dict[str, Experiment]) -> Replay:
         body = self.mapping(value, where)

@@ -7,7 +7,8 @@ aggregate that ``results/.../aggregate.json`` stores. The rules:
   entropy; a metric may name its own rule), ``mean`` (reported as mean ± sample std), or ``k_of_n`` (seeds
   reaching the published value);
 * a metric *agrees* with the paper when it is at least as good as the published value less the tolerance
-  (``higher``: v >= published - tol; ``lower``: v <= published + tol; tol is absolute or relative);
+  (``higher``: v >= published - tol; ``lower``: v <= published + tol; tol is absolute or relative); a
+  ``two_sided`` metric (a baseline) agrees only when |v - published| <= tol;
 * it *gates* only at the tiers its entry lists and never when its evidence is [unverified];
 * a gated miss that ``expected.yaml`` marks as known at that tier is "MISS (known)": it stays in the gate and
   in every table, with its reason, but does not fail ``repro check``; a marked metric that passes is a PASS
@@ -48,6 +49,8 @@ def agrees(metric: Metric, value: float | None) -> bool | None:
         return None
     tol = tolerance_of(metric)
     # A small epsilon absorbs float noise in values such as 100 * 58 / 58.
+    if metric.two_sided:
+        return abs(value - metric.published) <= tol + 1e-9
     if metric.direction == "higher":
         return value >= metric.published - tol - 1e-9
     return value <= metric.published + tol + 1e-9
@@ -105,6 +108,7 @@ def judge(
             "min_k": metric.min_k,
             "gate": list(metric.gate),
             "known_miss": {"why": known.why, "since": known.since} if known else None,
+            "two_sided": metric.two_sided,
             "gated": metric.gates_at(tier),
             "values": values,
             "seeds": [r.get("seed") for r in records],

@@ -369,3 +369,15 @@ def test_an_unwritable_output_folder_is_exit_2_before_training(smoke_cli, isolat
     assert rc == 2
     assert f"cannot write the run's records to {blocker / 'results'}" in out
     assert not (isolated_outputs / "runs").exists()
+
+
+@pytest.mark.parametrize(("value", "verdict"), [(90.5, PASS), (89.2, PASS), (95.0, MISS), (85.0, MISS)])
+def test_a_two_sided_baseline_misses_far_above_as_well_as_far_below(value, verdict):
+    experiment = load_toy_experiment(two_sided=True)
+    records = [{"seed": 1, "metrics": {"acc": value, "val_loss": 1.0}}]
+    assert judge(experiment, records, "cpu")["verdict"] == verdict
+
+
+def test_two_sided_must_be_a_boolean():
+    with pytest.raises(ExpectedError, match="two_sided': must be true or false"):
+        load_toy_experiment(two_sided="yes")
