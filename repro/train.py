@@ -77,12 +77,24 @@ def wandb_mode() -> str:
 def load_latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     """The latest epoch's checkpoint that can be read, and its contents; a file cut short by a kill is
     skipped, not trusted. Epochs are ordered by their file names (``epochNNN.ckpt``): two files written
-    within the file system's time resolution have the same mtime."""
+    within the file system's time resolution have the same mtime.
+
+    Checkpoints are read with ``weights_only=True``: tensors, containers and primitive values only, so a
+    checkpoint folder from someone else cannot run code when it is loaded; a file that holds anything else
+    is refused with a warning, like a damaged one."""
+    import pickle
+
     import torch
 
     for path in sorted(folder.glob("epoch*.ckpt"), reverse=True):
         try:
-            return path, torch.load(path, map_location="cpu", weights_only=False)
+            return path, torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            warnings.warn(
+                f"{path}: refused: it holds Python objects besides tensors and plain values, and loading it "
+                "could run code; a checkpoint written by this suite never does",
+                stacklevel=2,
+            )
         except Exception:  # noqa: BLE001 - any unreadable file means "not a usable checkpoint"
             continue
     return None
@@ -245,7 +257,7 @@ def run_seed(spec: RunSpec, options: RunOptions | None = None) -> dict[str, Any]
     # float64 run ("64-true") resumed into a float32 module came back rounded to float32 and went on to
     # different numbers. Converting first, as Lightning itself would a moment later, keeps every bit.
     model = trainer.precision_plugin.convert_module(model)
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt)
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt, weights_only=True)
     tested = trainer.test(model, datamodule=data, verbose=False)
     if not trainer.is_global_zero:
         return None

@@ -381,3 +381,25 @@ def test_a_two_sided_baseline_misses_far_above_as_well_as_far_below(value, verdi
 def test_two_sided_must_be_a_boolean():
     with pytest.raises(ExpectedError, match="two_sided': must be true or false"):
         load_toy_experiment(two_sided="yes")
+
+
+# --------------------------------------------------------------------------------------------------
+# safe loading
+
+
+def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path):
+    import os
+
+    import torch
+
+    from repro.train import latest_checkpoint
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    torch.save({"state_dict": {"w": torch.ones(2)}}, tmp_path / "epoch000.ckpt")
+    torch.save({"state_dict": {}, "payload": RunsCode()}, tmp_path / "epoch001.ckpt")
+    with pytest.warns(UserWarning, match="epoch001.ckpt: refused: it holds Python objects"):
+        assert latest_checkpoint(tmp_path) == tmp_path / "epoch000.ckpt"
+    assert not (tmp_path / "ran").exists()
