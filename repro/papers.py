@@ -61,7 +61,8 @@ def is_search_experiment(name: str) -> bool:
 
 
 def unknown_name_error(kind: str, name: str, valid: list[str]) -> ValueError:
-    close = difflib.get_close_matches(name, valid, n=1)
+    # A path ("../papers/dkt") is not a name; its last part may be one.
+    close = difflib.get_close_matches(name.rstrip("/").rsplit("/", 1)[-1], valid, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return ValueError(f"unknown {kind} '{name}'.{hint} Valid: {', '.join(valid) or '(none)'}")
 
@@ -184,8 +185,9 @@ def discover(root: Path = PAPERS) -> dict[str, Paper]:
 
 
 def get_paper(name: str, root: Path = PAPERS) -> Paper:
-    # Only the named paper's expected.yaml is read (all of them only to name the valid ones).
-    if (root / name / "expected.yaml").is_file():
+    # Only the named paper's expected.yaml is read (all of them only to name the valid ones). A name is a
+    # folder name, never a path: "../papers/dkt" or "/tmp/x" must not load an expected.yaml from elsewhere.
+    if name.isidentifier() and (root / name / "expected.yaml").is_file():
         return load_paper(root / name)
     raise unknown_name_error("paper", name, list(discover(root)))
 

@@ -403,3 +403,9 @@ def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path):
     with pytest.warns(UserWarning, match="epoch001.ckpt: refused: it holds Python objects"):
         assert latest_checkpoint(tmp_path) == tmp_path / "epoch000.ckpt"
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_paper_name_is_a_name_not_a_path(monkeypatch):
+    rc, out = run_cli(monkeypatch, "list", "../papers/dkt")
+    assert rc == 2
+    assert "unknown paper '../papers/dkt'. Did you mean 'dkt'?" in out
