@@ -448,3 +448,10 @@ def test_figures_put_both_curves_on_one_png_and_check_the_relative_claim(tmp_pat
     assert "| DGLSTM | 2 | 140.50 ± 0.71 |" in table
     assert "- relative check: DGLSTM − LSTM = -10.50 against a seed spread of 2.12: holds" in table
     assert figures.make_figures(tmp_path / "depth_gated_lstm", "full") == []
+
+
+def test_a_diverged_runs_perplexity_is_inf_not_an_overflow_error():
+    from papers.depth_gated_lstm.model import perplexity
+
+    assert perplexity(math.log(120.0)) == pytest.approx(120.0)
+    assert perplexity(1e4) == math.inf

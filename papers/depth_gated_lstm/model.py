@@ -49,6 +49,15 @@ VOCAB_SIZE = 10_000
 FORGET_GATES = {"separate": "on", "coupled": "coupled"}
 
 
+def perplexity(nll: float) -> float:
+    """exp(nll), and inf where that overflows a float (a diverged run, e.g. at a huge learning rate): a
+    perplexity to record and judge, not an OverflowError that loses the run."""
+    try:
+        return math.exp(nll)
+    except OverflowError:
+        return math.inf
+
+
 class DepthGatedLM(L.LightningModule):
     """Args:
     vocab_size: softmax outputs (PTB: 10,000); checked against the data.
@@ -172,7 +181,7 @@ class DepthGatedLM(L.LightningModule):
 
     def on_validation_epoch_end(self):
         nll, _ = self.pooled()
-        ppl = math.exp(nll)
+        ppl = perplexity(nll)
         self.log_dict({"val/ppl": ppl, "val/nll": nll}, prog_bar=True)
         if not self.trainer.sanity_checking:
             self.record_validation(ppl, self.optimizers().optimizer)
@@ -203,7 +212,7 @@ class DepthGatedLM(L.LightningModule):
         nll, count = self.pooled()
         self.log_dict(
             {
-                "test_ppl": math.exp(nll),
+                "test_ppl": perplexity(nll),
                 "test_nll": nll,
                 "test_tokens": count,
                 "val_ppl": self.best.best,
