@@ -128,12 +128,17 @@ def new_plan(paper: Paper, experiments: list[Experiment], args: argparse.Namespa
         "evidence": args.evidence,
         "out": str(out.resolve()),
     }
-    from repro.train import set_aside_checkpoints
+    from repro.train import lock_holder, set_aside_checkpoints
 
-    for experiment in plan["experiments"]:
-        for seed in plan["seeds"]:
-            # Old checkpoints of these seeds must not be taken for this invocation's by a later --resume.
-            set_aside_checkpoints(work_dir(paper.name, experiment, args.tier, seed))
+    works = [work_dir(paper.name, e, args.tier, seed) for e in plan["experiments"] for seed in plan["seeds"]]
+    busy = [f"{work} (process {pid})" for work in works if (pid := lock_holder(work))]
+    if busy:
+        raise ConfigError(
+            f"another run is training the same seeds now: {', '.join(busy)}; wait for it to finish or stop it"
+        )
+    for work in works:
+        # Old checkpoints of these seeds must not be taken for this invocation's by a later --resume.
+        set_aside_checkpoints(work)
     results.write_json(invocation_path(paper.name, args.tier), plan)
     return plan
 

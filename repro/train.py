@@ -14,11 +14,14 @@ Lightning's DDP launcher can start the other ranks with the same command.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import math
 import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,50 @@ RUNS = Path(os.environ.get("REPRO_RUNS", results.ROOT / "runs"))
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+class RunLockedError(RuntimeError):
+    """Another process is training the same paper, experiment, tier and seed in the same work folder."""
+
+
+LOCK = ".lock"  # in a seed's work folder, held (flock) by the process that trains it
+
+
+def lock_holder(work: Path) -> int | None:
+    """The pid of the process training in ``work`` now, or None when nobody is."""
+    path = work / LOCK
+    if not path.exists():
+        return None
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return int(handle.read().strip() or 0)
+    return None
+
+
+@contextlib.contextmanager
+def run_lock(work: Path) -> Iterator[None]:
+    """Hold ``work``'s lock while a seed trains there: a second identical run refuses to start instead of
+    interleaving its logs and checkpoints with the first. DDP's other ranks share rank 0's folder and lock."""
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        yield
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise RunLockedError(
+                f"{work} is in use: process {handle.read().strip() or '?'} is training this seed now; wait "
+                "for it to finish, or stop it, before starting the same run again"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
 
 
 @dataclass
@@ -183,10 +230,19 @@ def build_trainer(
             if options.stop_on_nonfinite:
                 trainer.should_stop = True
                 return
-            raise NonFiniteLossError(
-                f"{self.message}. The last good checkpoint is kept in {work / 'checkpoints'}; lower the "
-                f"learning rate (model.lr=...) or check the data, then rerun with --resume."
-            )
+            if latest_checkpoint(work / "checkpoints") is None:
+                advice = (
+                    "No checkpoint was written yet (the first epoch did not finish), so there is nothing "
+                )
+                advice += (
+                    "to resume: lower the learning rate (--set model.lr=...) or check the data, and rerun."
+                )
+            else:
+                advice = (
+                    f"The last good checkpoint is kept in {work / 'checkpoints'}; lower the learning rate "
+                )
+                advice += "(--set model.lr=...) or check the data, then rerun with --resume."
+            raise NonFiniteLossError(f"{self.message}. {advice}")
 
     work.mkdir(parents=True, exist_ok=True)
     if options.checkpoints and not spec.resume:
@@ -251,49 +307,50 @@ def run_seed(spec: RunSpec, options: RunOptions | None = None) -> dict[str, Any]
     torch.use_deterministic_algorithms(True, warn_only=True)
     model, data = config_lib.instantiate(config)
     work = options.work_dir or spec.work_dir
-    ckpt = latest_checkpoint(work / "checkpoints") if spec.resume else None
-    trainer = build_trainer(config, spec, resume_from=ckpt, options=options)
-    # Lightning loads a checkpoint's weights into the module before its precision plugin converts it, so a
-    # float64 run ("64-true") resumed into a float32 module came back rounded to float32 and went on to
-    # different numbers. Converting first, as Lightning itself would a moment later, keeps every bit.
-    model = trainer.precision_plugin.convert_module(model)
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt, weights_only=True)
-    tested = trainer.test(model, datamodule=data, verbose=False)
-    if not trainer.is_global_zero:
-        return None
-    metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
-    record = {
-        "paper": spec.paper,
-        "experiment": spec.experiment,
-        "tier": spec.tier,
-        "seed": spec.seed,
-        "status": "complete",
-        "metrics": metrics,
-        "details": model.test_details() if hasattr(model, "test_details") else {},
-        "epochs_trained": trainer.current_epoch,
-        "resumed_from": str(ckpt.relative_to(work)) if ckpt else None,
-        "config": config,
-        "overrides": spec.overrides,
-        "git": git,
-        "packages": results.package_versions(),
-        "hardware": results.hardware(str(config["trainer"].get("accelerator")), trainer.num_devices),
-        "data": [{"path": str(p), "sha256": sha256(p)} for p in getattr(data, "data_files", list)()],
-        "started_at": started,
-        "finished_at": results.now(),
-        "wall_time_s": round(time.perf_counter() - t0, 2),
-    }
-    if options.stop_on_nonfinite:
-        stop = next(c for c in trainer.callbacks if type(c).__name__ == "StopOnNonFiniteLoss")
-        record["nonfinite_loss"] = stop.message  # None: the loss stayed finite
-    record.update(options.extra)
-    record_path = options.record_path or results.record_path(
-        spec.paper, spec.experiment, spec.tier, spec.seed, spec.results_root
-    )
-    results.write_json(record_path, record)
-    if spec.invocation:
-        results.write_json(work / FINISHED, {"invocation": spec.invocation, "record": str(record_path)})
-    _close_wandb(trainer, record, experiment)
-    return record
+    with run_lock(work):
+        ckpt = latest_checkpoint(work / "checkpoints") if spec.resume else None
+        trainer = build_trainer(config, spec, resume_from=ckpt, options=options)
+        # Lightning loads a checkpoint's weights into the module before its precision plugin converts it, so
+        # a float64 run ("64-true") resumed into a float32 module came back rounded to float32 and went on
+        # to different numbers. Converting first, as Lightning itself would a moment later, keeps every bit.
+        model = trainer.precision_plugin.convert_module(model)
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt, weights_only=True)
+        tested = trainer.test(model, datamodule=data, verbose=False)
+        if not trainer.is_global_zero:
+            return None
+        metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
+        record = {
+            "paper": spec.paper,
+            "experiment": spec.experiment,
+            "tier": spec.tier,
+            "seed": spec.seed,
+            "status": "complete",
+            "metrics": metrics,
+            "details": model.test_details() if hasattr(model, "test_details") else {},
+            "epochs_trained": trainer.current_epoch,
+            "resumed_from": str(ckpt.relative_to(work)) if ckpt else None,
+            "config": config,
+            "overrides": spec.overrides,
+            "git": git,
+            "packages": results.package_versions(),
+            "hardware": results.hardware(str(config["trainer"].get("accelerator")), trainer.num_devices),
+            "data": [{"path": str(p), "sha256": sha256(p)} for p in getattr(data, "data_files", list)()],
+            "started_at": started,
+            "finished_at": results.now(),
+            "wall_time_s": round(time.perf_counter() - t0, 2),
+        }
+        if options.stop_on_nonfinite:
+            stop = next(c for c in trainer.callbacks if type(c).__name__ == "StopOnNonFiniteLoss")
+            record["nonfinite_loss"] = stop.message  # None: the loss stayed finite
+        record.update(options.extra)
+        record_path = options.record_path or results.record_path(
+            spec.paper, spec.experiment, spec.tier, spec.seed, spec.results_root
+        )
+        results.write_json(record_path, record)
+        if spec.invocation:
+            results.write_json(work / FINISHED, {"invocation": spec.invocation, "record": str(record_path)})
+        _close_wandb(trainer, record, experiment)
+        return record
 
 
 def _close_wandb(trainer, record: dict[str, Any], experiment) -> None:
@@ -337,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         run_seed(spec)
-    except (config_lib.ConfigError, NonFiniteLossError, DataError, ValueError) as err:
+    except (config_lib.ConfigError, NonFiniteLossError, DataError, RunLockedError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

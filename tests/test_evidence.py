@@ -409,3 +409,22 @@ def test_a_paper_name_is_a_name_not_a_path(monkeypatch):
     rc, out = run_cli(monkeypatch, "list", "../papers/dkt")
     assert rc == 2
     assert "unknown paper '../papers/dkt'. Did you mean 'dkt'?" in out
+
+
+# --------------------------------------------------------------------------------------------------
+# one run per seed folder at a time
+
+
+def test_a_second_identical_run_refuses_while_the_first_trains(smoke_cli, isolated_outputs, capsys):
+    from repro import train
+
+    work = isolated_outputs / "runs" / "stack_rnn" / "stack_anbn" / "smoke" / "seed1"
+    with train.run_lock(work):  # the first run, as far as the lock can tell
+        assert train.lock_holder(work) is not None
+        rc = train.main(["stack_rnn", "stack_anbn", "smoke", "1", "--no-progress"])
+        assert rc == 2
+        assert f"{work} is in use: process" in capsys.readouterr().err
+        rc, out = smoke_cli(*SMOKE, "--seeds", "1")
+        assert rc == 2
+        assert "another run is training the same seeds now" in out
+    assert train.lock_holder(work) is None

@@ -943,6 +943,21 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
 
 
 @pytest.mark.slow
+def test_nan_loss_in_the_first_epoch_says_there_is_no_checkpoint_yet(
+    tmp_path, harness_state, monkeypatch, capsys
+):
+    real_step = StackRNNModule.training_step
+    monkeypatch.setattr(StackRNNModule, "training_step", lambda *a: real_step(*a) * math.nan)
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(repro_train, "RUNS", tmp_path / "runs")
+    rc = repro_train.main(["stack_rnn", "stack_anbn", "smoke", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "loss became nan at epoch 0, batch 0" in err
+    assert "No checkpoint was written yet" in err and "--resume" not in err
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["32-true", "64-true"])
 def test_resume_equals_uninterrupted(tmp_path, harness_state, precision):
     """max_epochs=3 in one go == max_epochs=2 then --resume to 3: same weights, snapshot and metrics. At
