@@ -136,12 +136,16 @@ class Experiment:
 
     def data_present(self) -> bool:
         """Whether every file the experiment declares exists in ``<data root>/<data.name>/``."""
+        return not self.missing_files()
+
+    def missing_files(self) -> list[Path]:
+        """The files the experiment declares that are not in ``<data root>/<data.name>/``."""
         if self.data is None:
-            return True
+            return []
         from repro.data import data_root
 
         folder = data_root() / self.data.name
-        return all((folder / f).exists() for f in self.data.files)
+        return [folder / f for f in self.data.files if not (folder / f).exists()]
 
 
 @dataclass(frozen=True)

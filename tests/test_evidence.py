@@ -428,3 +428,16 @@ def test_a_second_identical_run_refuses_while_the_first_trains(smoke_cli, isolat
         assert rc == 2
         assert "another run is training the same seeds now" in out
     assert train.lock_holder(work) is None
+
+
+def test_absent_data_is_reported_with_the_missing_files(smoke_cli, monkeypatch, tmp_path):
+    data = tmp_path / "data"
+    (data / "ptb").mkdir(parents=True)
+    (data / "ptb" / "ptb.train.txt").write_text("a b c\n")
+    monkeypatch.setenv("REPRO_DATA", str(data))
+    rc, out = smoke_cli(
+        "reproduce", "depth_gated_lstm", "--tier", "smoke", "-e", "lstm_2x200", "--seeds", "1"
+    )
+    assert rc == 0, out
+    assert "not run: data not present for lstm_2x200: missing" in out
+    assert str(data / "ptb" / "ptb.test.txt") in out and str(data / "ptb" / "ptb.train.txt") not in out
