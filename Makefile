@@ -14,6 +14,8 @@ RESUME ?=
 JOBS ?=
 # EVIDENCE=1 writes the committed evidence under results/ (developers); without it a run writes runs/results/.
 EVIDENCE ?=
+# NO_JAVA=1: make venv does not install a Java runtime (only the caption metrics need one).
+NO_JAVA ?=
 
 # Data root: the shared copies beside the checkout when they exist, else the user's cache (repro/data).
 SHARED_DATA := $(abspath ../shared/data)
@@ -31,11 +33,14 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 # The caption metrics (Show, Attend and Tell; Scheduled Sampling) run Java for the PTB tokenizer and METEOR:
-# without java, install a JRE where apt-get may run as root, else warn. The venv never fails over it.
+# without java, install a JRE where apt-get may run as root (saying so first), else warn; NO_JAVA=1 opts out
+# (the rest of the suite does not need Java). The venv never fails over it.
 	@command -v java >/dev/null 2>&1 || { \
-		if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=no; fi; \
+		if [ -n "$(NO_JAVA)" ]; then sudo=no; \
+		elif [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=no; fi; \
 		if [ "$$sudo" != no ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "Installing a Java runtime (default-jre-headless) for the caption metrics"; \
+			echo "Installing a Java runtime (apt-get install default-jre-headless) for the caption metrics;" \
+				"make venv NO_JAVA=1 skips this"; \
 			apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get -qq"; \
 			{ $$apt install -y default-jre-headless || { $$apt update && $$apt install -y default-jre-headless; }; } \
 				>/dev/null 2>&1; \
