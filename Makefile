@@ -14,6 +14,8 @@ RESUME ?=
 JOBS ?=
 # EVIDENCE=1 writes the committed evidence under results/ (developers); without it a run writes runs/results/.
 EVIDENCE ?=
+# ALL=1: every experiment of the paper instead of the headline ones its expected.yaml names.
+ALL ?=
 # NO_JAVA=1: make venv does not install a Java runtime (only the caption metrics need one).
 NO_JAVA ?=
 
@@ -55,7 +57,7 @@ reproduce: venv
 	$(REPRO) reproduce $(PAPER) --tier $(TIER) --seeds $(SEEDS) \
 		$(foreach e,$(EXPERIMENT),--experiment $(e)) \
 		$(if $(DEVICES),--devices $(DEVICES)) $(if $(ACCELERATOR),--accelerator $(ACCELERATOR)) \
-		$(if $(JOBS),--jobs $(JOBS)) $(if $(RESUME),--resume) $(if $(EVIDENCE),--evidence)
+		$(if $(JOBS),--jobs $(JOBS)) $(if $(RESUME),--resume) $(if $(EVIDENCE),--evidence) $(if $(ALL),--all)
 
 # pytest exits 5 when it collected nothing: say so and fail rather than pass green on no tests.
 test: venv

@@ -33,7 +33,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from repro import evidence as evidence_lib
@@ -190,8 +190,59 @@ def seed_states(plan: dict) -> list[tuple[str, int, str]]:
     return states
 
 
-def run_seeds(paper: Paper, plan: dict, jobs_at_once: int | None, progress: bool) -> list[str]:
-    """Run every unfinished (experiment, seed) of ``plan`` as its own process; returns the failures."""
+def committed_seconds(paper: Paper, tier: str, committed: Path) -> dict[str, float]:
+    """Per experiment, the mean wall time of its committed seed records at ``tier`` (resumed records, which
+    timed only their last part, left out): what the plan's estimate is made of."""
+    seconds = {}
+    for name in paper.experiments:
+        walls = [
+            r["wall_time_s"]
+            for r in results.load_records(paper.name, name, tier, committed)
+            if r.get("wall_time_s") and not r.get("resumed_from")
+        ]
+        if walls:
+            seconds[name] = sum(walls) / len(walls)
+    return seconds
+
+
+def headline_metric(experiment: Experiment, tier: str) -> str:
+    """The number a finished seed is announced with: the first gated metric, else the first published one."""
+    gated = [m for m in experiment.metrics if m.gates_at(tier)]
+    published = [m for m in experiment.metrics if m.published is not None]
+    return (gated or published or list(experiment.metrics))[0].key
+
+
+def human_seconds(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
+
+def time_left(queue, running, started, estimates, took, parallel) -> float:
+    """Seconds until the last seed ends: each unfinished seed's estimate (its experiment's committed mean,
+    else the mean of the seeds finished so far) less what a running one has done, over the parallel jobs."""
+    fallback = sum(took) / len(took)
+    now = time.monotonic()
+    pending = sum(estimates.get(name, fallback) for name, _ in queue)
+    pending += sum(
+        max(estimates.get(name, fallback) - (now - started[name, seed]), 0) for _, name, seed, _ in running
+    )
+    return pending / parallel
+
+
+def finished_headline(paper: Paper, plan: dict, name: str, seed: int) -> str:
+    path = results.record_path(paper.name, name, plan["tier"], seed, Path(plan["out"]))
+    key = headline_metric(paper.experiment(name), plan["tier"])
+    value = results.read_json(path)["metrics"].get(key) if path.exists() else None
+    return f"{key} {fmt(value)}"
+
+
+def run_seeds(
+    paper: Paper, plan: dict, jobs_at_once: int | None, progress: bool, committed: Path
+) -> list[str]:
+    """Run every unfinished (experiment, seed) of ``plan`` as its own process; returns the failures. Says the
+    plan and its estimated time first; a line per finished seed with its headline number and the time left."""
     jobs = [(name, seed) for name, seed, state in seed_states(plan) if state != "finished"]
     if not jobs:
         return []
@@ -200,16 +251,32 @@ def run_seeds(paper: Paper, plan: dict, jobs_at_once: int | None, progress: bool
     )
     # The cores are shared among the parallel runs; a user's OMP_NUM_THREADS wins (other work on the machine).
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // parallel))
+    estimates = committed_seconds(paper, plan["tier"], committed)
+    unknown = sorted({name for name, _ in jobs if name not in estimates})
+    known = sum(estimates[name] for name, _ in jobs if name in estimates)
+    experiments = sorted({name for name, _ in jobs})
+    console.print(
+        f"plan: {paper.name} {plan['tier']}: {len(experiments)} experiment(s) x {len(plan['seeds'])} "
+        f"seed(s), {len(jobs)} run(s) to train, {parallel} at a time with {threads} thread(s) each; "
+        + "estimated "
+        + (f"{human_seconds(known / parallel)}" if known else "(unknown)")
+        + " from the committed records' wall times"
+        + (f" (no committed record for {', '.join(unknown)})" if unknown else "")
+    )
     # The children write their records where this command aggregates them from.
     env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1", "REPRO_RESULTS": plan["out"]}
     show_child = parallel == 1 and progress
     failures: list[str] = []
     running: list[tuple[subprocess.Popen, str, int, Path | None]] = []
+    started: dict[tuple[str, int], float] = {}
+    took: list[float] = []  # seconds of the seeds finished so far: the estimate where no record gives one
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
     ]
     queue = list(jobs)
     try:
@@ -232,6 +299,7 @@ def run_seeds(paper: Paper, plan: dict, jobs_at_once: int | None, progress: bool
                             log,
                         )
                     )
+                    started[name, seed] = time.monotonic()
                     bar.console.print(f"started {name} seed {seed}" + (f" (log: {log})" if log else ""))
                 for entry in list(running):
                     proc, name, seed, log = entry
@@ -245,6 +313,15 @@ def run_seeds(paper: Paper, plan: dict, jobs_at_once: int | None, progress: bool
                         bar.console.print(f"[red]failed[/] {escape(failures[-1])}")
                         if log and log.exists():
                             bar.console.print(escape(log.read_text()[-2000:]))
+                        continue
+                    took.append(time.monotonic() - started[name, seed])
+                    left = time_left(queue, running, started, estimates, took, parallel)
+                    bar.console.print(
+                        f"finished {name} seed {seed} in {human_seconds(took[-1])}: "
+                        f"{finished_headline(paper, plan, name, seed)}; "
+                        f"{len(jobs) - len(queue) - len(running)}/{len(jobs)} done"
+                        + (f", about {human_seconds(left)} left" if queue or running else "")
+                    )
                 time.sleep(0.2)
     except KeyboardInterrupt:
         for proc, *_ in running:
@@ -339,9 +416,17 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1 (seeds trained at once), got {args.jobs}")
     plan = load_plan(paper, args) if args.resume and args.train else None
-    names = plan["experiments"] if plan else args.experiment
+    named = plan["experiments"] if plan else args.experiment
+    names = named
+    if not named and paper.headline and not args.all:
+        names = list(paper.headline)
+        everything = len(selected_experiments(paper, None))
+        console.print(
+            f"running {paper.name}'s headline experiments ({', '.join(names)}); all {everything}: "
+            f"repro reproduce {paper.name} --all (make reproduce PAPER={paper.name} ALL=1)"
+        )
     experiments = selected_experiments(paper, names)
-    if not names:
+    if not named:
         # Some experiments are too large for a tier (a 3x512 grid cell has no cpu config): a whole-paper run
         # says so and runs the rest; naming such an experiment is still an error.
         skipped = [e.name for e in experiments if not paper.config_path(e.name, args.tier).exists()]
@@ -404,7 +489,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             + ("" if evidence else " (the committed evidence is not touched; --evidence writes it)")
         )
         try:
-            failures = run_seeds(paper, plan, args.jobs, args.progress)
+            failures = run_seeds(paper, plan, args.jobs, args.progress, args.results)
         except KeyboardInterrupt:
             return 130
         finished = {(name, seed) for name, seed, state in seed_states(plan) if state == "finished"}
@@ -734,6 +819,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the last interrupted run of this paper and tier: its finished seeds are kept, the "
         "others continue from their last checkpoint",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every experiment of the paper (default: the headline experiments its expected.yaml names)",
     )
     p.add_argument(
         "--evidence",

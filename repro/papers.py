@@ -6,6 +6,7 @@ Every folder ``papers/<name>/`` holding an ``expected.yaml`` is a paper: nothing
     paper:        {title, authors, year, venue, arxiv, code, spec}
     selection:    {rule: best|mean, by: <metric key>, mode: min|max}     # how seeds combine; optional
     replay:       [{experiment, tier, seed, tolerance: {rel: x}}]        # committed seeds CI re-trains
+    headline:     [<experiment>, ...]      # the default of `repro reproduce PAPER` (optional; else all)
     experiments:
       <experiment>:
         title, table                       # what the experiment reproduces
@@ -155,6 +156,7 @@ class Paper:
     meta: dict[str, Any]
     experiments: dict[str, Experiment] = field(default_factory=dict)
     replay: tuple[Replay, ...] = ()
+    headline: tuple[str, ...] = ()  # what `repro reproduce PAPER` runs by default (empty: every experiment)
 
     @property
     def title(self) -> str:
@@ -204,7 +206,7 @@ def load_paper(folder: Path) -> Paper:
         raise ExpectedError(f"{path}: not valid YAML: {err}") from err
     check = _Checker(path)
     raw = check.mapping(raw, "")
-    check.known_keys(raw, "", {"paper", "selection", "experiments", "replay"})
+    check.known_keys(raw, "", {"paper", "selection", "experiments", "replay", "headline"})
     meta = check.mapping(raw.get("paper"), "paper")
     for key in ("title", "authors", "year", "arxiv"):
         check.require(meta, key, "paper")
@@ -242,7 +244,11 @@ def load_paper(folder: Path) -> Paper:
     replay = tuple(
         check.replay(entry, f"replay[{i}]", experiments) for i, entry in enumerate(raw.get("replay") or ())
     )
-    return Paper(folder.name, folder, meta, experiments, replay)
+    headline = tuple(raw.get("headline") or ())
+    for i, name in enumerate(headline):
+        if name not in experiments:
+            raise check.fail(f"headline[{i}]", f"no experiment '{name}' in this file")
+    return Paper(folder.name, folder, meta, experiments, replay, headline=headline)
 
 
 class _Checker:

@@ -441,3 +441,30 @@ def test_absent_data_is_reported_with_the_missing_files(smoke_cli, monkeypatch, 
     assert rc == 0, out
     assert "not run: data not present for lstm_2x200: missing" in out
     assert str(data / "ptb" / "ptb.test.txt") in out and str(data / "ptb" / "ptb.train.txt") not in out
+
+
+# --------------------------------------------------------------------------------------------------
+# the first command: headline experiments, the plan and its estimate, a line per finished seed
+
+
+def test_the_default_run_is_the_papers_headline_experiments(smoke_cli):
+    rc, out = smoke_cli("reproduce", "stack_rnn", "--tier", "smoke", "--no-train")
+    assert rc == 0, out
+    assert "running stack_rnn's headline experiments (stack_anbn, stack_anbn_rounding," in out
+    assert "repro reproduce stack_rnn --all (make reproduce PAPER=stack_rnn ALL=1)" in out
+    assert "│ stack_anbn " in out and "lstm_anbn" not in out  # the baselines are not headline experiments
+
+
+@pytest.mark.slow
+def test_a_run_says_its_plan_and_each_finished_seed_with_the_time_left(smoke_cli, isolated_outputs):
+    # A committed record of seed 1 gives the estimate (2 x 30 s); without a terminal, a line per seed.
+    committed = isolated_outputs / "results" / "stack_rnn" / "stack_anbn" / "smoke"
+    results.write_json(committed / "seed1.json", {"seed": 1, "metrics": {}, "wall_time_s": 30.0})
+    rc, out = smoke_cli(*SMOKE, "--seeds", "2", "--jobs", "1", "--set", "trainer.max_epochs=1")
+    assert rc == 0, out
+    assert (
+        "plan: stack_rnn smoke: 1 experiment(s) x 2 seed(s), 2 run(s) to train, 1 at a time with 1 thread(s) "
+        "each; estimated 60 s from the committed records' wall times" in out
+    )
+    assert "finished stack_anbn seed 1 in " in out and ": solved_pct " in out and "1/2 done, about " in out
+    assert "finished stack_anbn seed 2 in " in out and "2/2 done" in out

@@ -732,7 +732,7 @@ def test_reproduce_whole_paper_runs_only_experiments_with_the_tier(repro_cli, is
             isolated_outputs / "none.yaml" if t == "cpu" and e != "stack_anbn" else real(self, e, t)
         ),
     )
-    rc, out = repro_cli("reproduce", "stack_rnn", "--tier", "cpu", "--no-train")
+    rc, out = repro_cli("reproduce", "stack_rnn", "--tier", "cpu", "--no-train", "--all")
     assert rc == 0
     assert "not run at this tier:" in out and "without a 'cpu' config" in out and "stack_anbncn" in out
     assert "has no 'cpu' config" not in out
