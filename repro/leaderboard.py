@@ -84,6 +84,11 @@ def collect(results_root: Path = RESULTS, papers: dict[str, Paper] | None = None
             known = metric.get("known_miss")
             if known and metric.get("verdict") == KNOWN_MISS:
                 note = f"known miss (since {known['since']}): {known['why']}" + (f"; {note}" if note else "")
+            tier = agg.get("tier") or path.parts[-2]
+            ids = [d.id for d in paper.deviations if d.affects(exp_name, tier)] if paper else []
+            if ids:
+                # The ledger's entries that touch this experiment at this tier (README: Deviations).
+                note = f"{note}; deviations: {', '.join(ids)}" if note else f"deviations: {', '.join(ids)}"
             if changes:
                 # The entry this number is judged against was edited after the result: say when.
                 changed = f"expected.yaml entry changed after this result, last on {changes[-1]['at'][:10]}"
@@ -101,7 +106,7 @@ def collect(results_root: Path = RESULTS, papers: dict[str, Paper] | None = None
                     "reproduced": metric.get("text", ""),
                     "verdict": metric.get("verdict", NO_RESULT),
                     "gated": bool(metric.get("gated", False)),
-                    "tier": agg.get("tier") or path.parts[-2],
+                    "tier": tier,
                     "hardware": hardware_label(hw) if hw else "",
                     "wall_time_s": agg.get("wall_time_s"),
                     "link": path.relative_to(results_root).as_posix(),
@@ -363,19 +368,76 @@ def log_wandb(rows: list[dict[str, Any]]) -> None:
 
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+DEVIATIONS_START, DEVIATIONS_END = "<!-- deviations:start -->", "<!-- deviations:end -->"
 
 
-def replace_between_markers(path: Path, body: str) -> bool:
-    """Put ``body`` between the results markers of ``path``; False when the file or a marker is absent."""
+def replace_between_markers(path: Path, body: str, start: str = README_START, end: str = README_END) -> bool:
+    """Put ``body`` between the markers ``start`` and ``end`` of ``path`` (the results markers by default);
+    False when the file or a marker is absent. The file is written only when its text changes."""
     if not path.exists():
         return False
     text = path.read_text()
-    if README_START not in text or README_END not in text:
+    if start not in text or end not in text:
         return False
-    head, rest = text.split(README_START, 1)
-    tail = rest.split(README_END, 1)[1]
-    atomic_write_text(path, f"{head}{README_START}\n{body}\n{README_END}{tail}")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    new = f"{head}{start}\n{body}\n{end}{tail}"
+    if new != text:
+        atomic_write_text(path, new)
     return True
+
+
+DEVIATION_COLUMNS = ("id", "what", "against", "tiers", "experiments", "why", "effect")
+
+
+def deviations_table(paper: Paper) -> list[str]:
+    """The paper's deviations ledger (``deviations:`` of expected.yaml) as a Markdown section body."""
+    ledger = paper.deviations
+    lines = [
+        "",
+        f"Generated from `deviations:` in `expected.yaml` by `make leaderboard`: {len(ledger)} "
+        f"entr{'y' if len(ledger) == 1 else 'ies'}. *against*: whether it departs from the paper, the "
+        "official code, or both; the leaderboard's notes name the ids that touch each row.",
+        "",
+        "| " + " | ".join(DEVIATION_COLUMNS) + " |",
+        "|" + "---|" * len(DEVIATION_COLUMNS),
+    ]
+    for d in ledger:
+        what = d.what
+        if d.config:
+            what += (
+                ("" if what.endswith(".") else ".")
+                + " Config: "
+                + ", ".join(f"`{k}` = {_config_value(v)}" for k, v in d.config)
+                + "."
+            )
+        cells = [
+            f"`{d.id}`",
+            what,
+            d.against,
+            ", ".join(d.tiers),
+            _experiments_text(d, list(paper.experiments)),
+            d.why,
+            d.effect,
+        ]
+        lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    return [*lines, ""]
+
+
+def _experiments_text(deviation, experiments: list[str]) -> str:
+    """``all``, ``all but a, b`` where that is shorter, or the names."""
+    if deviation.all_experiments:
+        return "all"
+    left_out = [e for e in experiments if e not in deviation.experiments]
+    if len(left_out) <= 3 and len(left_out) < len(deviation.experiments):
+        return "all but " + ", ".join(left_out)
+    return ", ".join(deviation.experiments)
+
+
+def _config_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def sync_readmes(rows: list[dict[str, Any]], papers: dict[str, Paper], results_root: Path) -> None:
@@ -395,6 +457,14 @@ def sync_readmes(rows: list[dict[str, Any]], papers: dict[str, Paper], results_r
         link = f"[{_md(name)}](papers/{name}/README.md)" if name in papers else _md(name)
         lines.append(f"| {link} | {_md(title)} | {_md(summary(group))} |")
     replace_between_markers(results_root.parent / "README.md", "\n".join([*lines, ""]))
+    sync_deviations(papers)
+
+
+def sync_deviations(papers: dict[str, Paper]) -> None:
+    """Rewrite each paper README's deviations table (between the deviations markers) from its ledger."""
+    for paper in papers.values():
+        body = "\n".join(deviations_table(paper))
+        replace_between_markers(paper.folder / "README.md", body, DEVIATIONS_START, DEVIATIONS_END)
 
 
 def build(

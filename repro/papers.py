@@ -30,12 +30,31 @@ accepts that miss, with its reason (``why``) and the commit that recorded it (``
 metric starts to pass, so that the mark is removed (strict, like pytest's strict xfail). ``replay`` names
 committed seed records cheap enough that ``repro replay`` re-trains them from scratch in CI and compares every
 metric: exactly (``tolerance`` {rel: 0}, the default) or within a stated relative tolerance.
+
+``deviations`` (top level, at the end of the file) is the paper's ledger of every known difference from the
+paper and from the official code, one entry each::
+
+    deviations:
+      - id: batched-tbptt            # a short slug, unique in the paper
+        what: ...                    # what differs
+        why: ...                     # why the suite does it this way
+        tiers: [cpu, full]           # the tiers it affects (non-empty subset of smoke/cpu/full)
+        experiments: all             # or a list of this paper's experiment names
+        effect: "measured: ..."      # its effect on the numbers: "measured: ...", "expected: ..." or
+                                     # "unmeasured" (optionally "unmeasured: <why>")
+        against: paper               # paper | code | both: what it deviates from
+        config: {trainer.max_epochs: 20}   # optional: dotted config keys and the value the deviation implies
+
+The README's deviations table and the leaderboard's notes are generated from it, and a test checks that the
+configs of the named experiments hold each ``config`` value at the listed tiers. A deviation found in a review
+and missing from the ledger is a bug.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -90,6 +109,24 @@ class Replay:
     tier: str
     seed: int
     rel: float = 0.0  # 0: every metric bit for bit
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """One entry of a paper's deviations ledger (``deviations:`` in expected.yaml)."""
+
+    id: str
+    what: str
+    why: str
+    tiers: tuple[str, ...]
+    experiments: tuple[str, ...]  # the experiments it affects ("all" in the file: every experiment)
+    effect: str
+    against: str  # paper | code | both
+    config: tuple[tuple[str, Any], ...] = ()  # (dotted config key, the value the deviation implies)
+    all_experiments: bool = False  # the file said "all"
+
+    def affects(self, experiment: str, tier: str) -> bool:
+        return tier in self.tiers and experiment in self.experiments
 
 
 @dataclass(frozen=True)
@@ -157,6 +194,7 @@ class Paper:
     experiments: dict[str, Experiment] = field(default_factory=dict)
     replay: tuple[Replay, ...] = ()
     headline: tuple[str, ...] = ()  # what `repro reproduce PAPER` runs by default (empty: every experiment)
+    deviations: tuple[Deviation, ...] = ()
 
     @property
     def title(self) -> str:
@@ -206,7 +244,7 @@ def load_paper(folder: Path) -> Paper:
         raise ExpectedError(f"{path}: not valid YAML: {err}") from err
     check = _Checker(path)
     raw = check.mapping(raw, "")
-    check.known_keys(raw, "", {"paper", "selection", "experiments", "replay", "headline"})
+    check.known_keys(raw, "", {"paper", "selection", "experiments", "replay", "headline", "deviations"})
     meta = check.mapping(raw.get("paper"), "paper")
     for key in ("title", "authors", "year", "arxiv"):
         check.require(meta, key, "paper")
@@ -248,7 +286,8 @@ def load_paper(folder: Path) -> Paper:
     for i, name in enumerate(headline):
         if name not in experiments:
             raise check.fail(f"headline[{i}]", f"no experiment '{name}' in this file")
-    return Paper(folder.name, folder, meta, experiments, replay, headline=headline)
+    deviations = check.deviations(raw.get("deviations"), "deviations", experiments)
+    return Paper(folder.name, folder, meta, experiments, replay, headline=headline, deviations=deviations)
 
 
 class _Checker:
@@ -398,3 +437,80 @@ class _Checker:
         if set(tolerance) != {"rel"} or isinstance(rel, bool) or not isinstance(rel, int | float) or rel < 0:
             raise self.fail(f"{where}.tolerance", "must be {rel: x} with x >= 0 (0: bit for bit)")
         return Replay(body["experiment"], tier, seed, float(rel))
+
+    DEVIATION_KEYS = {"id", "what", "why", "tiers", "experiments", "effect", "against", "config"}
+    EFFECT_PREFIXES = ("measured:", "expected:", "unmeasured")
+
+    def deviations(self, value: Any, where: str, experiments: dict[str, Experiment]) -> tuple[Deviation, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.fail(where, f"expected a list of deviations, got {type(value).__name__}")
+        seen: set[str] = set()
+        out = []
+        for i, entry in enumerate(value):
+            deviation = self.deviation(entry, f"{where}[{i}]", experiments)
+            if deviation.id in seen:
+                raise self.fail(f"{where}[{i}].id", f"'{deviation.id}' is used by an earlier deviation")
+            seen.add(deviation.id)
+            out.append(deviation)
+        return tuple(out)
+
+    def deviation(self, value: Any, where: str, experiments: dict[str, Experiment]) -> Deviation:
+        body = self.mapping(value, where)
+        self.known_keys(body, where, self.DEVIATION_KEYS)
+        for key in ("id", "what", "why", "tiers", "experiments", "effect", "against"):
+            self.require(body, key, where)
+        for key in ("id", "what", "why", "effect"):
+            if not isinstance(body[key], str):
+                raise self.fail(f"{where}.{key}", f"must be text, got {body[key]!r}")
+        slug = body["id"]
+        if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", slug):
+            raise self.fail(f"{where}.id", f"must be a short slug (lower case, digits, '-'), got {slug!r}")
+        tiers = body["tiers"]
+        if not isinstance(tiers, list) or not tiers:
+            raise self.fail(f"{where}.tiers", f"must be a non-empty list of {', '.join(TIERS)}")
+        for tier in tiers:
+            self.one_of(tier, f"{where}.tiers", TIERS)
+        names = body["experiments"]
+        if names == "all":
+            exps, every = tuple(experiments), True
+        elif isinstance(names, list) and names:
+            for name in names:
+                if name not in experiments:
+                    close = difflib.get_close_matches(str(name), list(experiments), n=1)
+                    hint = f"; did you mean '{close[0]}'?" if close else ""
+                    raise self.fail(f"{where}.experiments", f"no experiment '{name}' in this file{hint}")
+            exps, every = tuple(names), False
+        else:
+            raise self.fail(
+                f"{where}.experiments", f"must be 'all' or a non-empty list of names, got {names!r}"
+            )
+        effect = body["effect"].strip()
+        if not effect.startswith(self.EFFECT_PREFIXES):
+            raise self.fail(
+                f"{where}.effect",
+                f"must start with 'measured:', 'expected:' or 'unmeasured', got {effect[:40]!r}",
+            )
+        against = self.one_of(body["against"], f"{where}.against", ("paper", "code", "both"))
+        config = ()
+        if body.get("config") is not None:
+            mapping = self.mapping(body["config"], f"{where}.config")
+            for key in mapping:
+                section = str(key).split(".", 1)[0]
+                if section not in ("model", "data", "trainer") or "." not in str(key):
+                    raise self.fail(
+                        f"{where}.config.{key}", "must be a dotted key under model., data. or trainer."
+                    )
+            config = tuple((str(k), v) for k, v in mapping.items())
+        return Deviation(
+            id=slug,
+            what=body["what"].strip(),
+            why=body["why"].strip(),
+            tiers=tuple(t for t in TIERS if t in tiers),
+            experiments=exps,
+            effect=effect,
+            against=against,
+            config=config,
+            all_experiments=every,
+        )
