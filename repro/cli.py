@@ -57,8 +57,7 @@ VERDICT_STYLE = {
 def selected_experiments(paper: Paper, names: list[str] | None) -> list[Experiment]:
     if names:
         return [paper.experiment(n) for n in names]
-    # search_<experiment> entries are judged from `repro search`'s trials, not trained as seeds
-    return [e for e in paper.experiments.values() if e.implemented and not is_search_experiment(e.name)]
+    return paper.default_experiments(everything=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,21 +189,6 @@ def seed_states(plan: dict) -> list[tuple[str, int, str]]:
     return states
 
 
-def committed_seconds(paper: Paper, tier: str, committed: Path) -> dict[str, float]:
-    """Per experiment, the mean wall time of its committed seed records at ``tier`` (resumed records, which
-    timed only their last part, left out): what the plan's estimate is made of."""
-    seconds = {}
-    for name in paper.experiments:
-        walls = [
-            r["wall_time_s"]
-            for r in results.load_records(paper.name, name, tier, committed)
-            if r.get("wall_time_s") and not r.get("resumed_from")
-        ]
-        if walls:
-            seconds[name] = sum(walls) / len(walls)
-    return seconds
-
-
 def headline_metric(experiment: Experiment, tier: str) -> str:
     """The number a finished seed is announced with: the first gated metric, else the first published one."""
     gated = [m for m in experiment.metrics if m.gates_at(tier)]
@@ -251,7 +235,7 @@ def run_seeds(
     )
     # The cores are shared among the parallel runs; a user's OMP_NUM_THREADS wins (other work on the machine).
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // parallel))
-    estimates = committed_seconds(paper, plan["tier"], committed)
+    estimates = evidence_lib.mean_wall_seconds(paper, plan["tier"], committed)
     unknown = sorted({name for name, _ in jobs if name not in estimates})
     known = sum(estimates[name] for name, _ in jobs if name in estimates)
     experiments = sorted({name for name, _ in jobs})
@@ -420,7 +404,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     names = named
     if not named and paper.headline and not args.all:
         names = list(paper.headline)
-        everything = len(selected_experiments(paper, None))
+        everything = len(paper.default_experiments(everything=True))
         console.print(
             f"running {paper.name}'s headline experiments ({', '.join(names)}); all {everything}: "
             f"repro reproduce {paper.name} --all (make reproduce PAPER={paper.name} ALL=1)"

@@ -171,3 +171,18 @@ def expected_changes(stored: dict[str, Any], fresh: dict[str, Any]) -> list[str]
             and not same(old.get(field, FIELD_DEFAULTS.get(field)), row[field])
         ]
     return changed
+
+
+def mean_wall_seconds(paper: Paper, tier: str, root: Path) -> dict[str, float]:
+    """Per experiment, the mean wall time of its seed records under ``root`` at ``tier`` (resumed records,
+    which timed only their last part, left out): what a run's estimate is made of."""
+    seconds = {}
+    for name in paper.experiments:
+        walls = [
+            r["wall_time_s"]
+            for r in results.load_records(paper.name, name, tier, root)
+            if r.get("wall_time_s") and not r.get("resumed_from")
+        ]
+        if walls:
+            seconds[name] = sum(walls) / len(walls)
+    return seconds

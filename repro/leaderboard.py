@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from repro.evidence import mean_wall_seconds
 from repro.papers import TIERS, Experiment, Paper, discover
 from repro.results import RESULTS, ROOT, atomic_write_text, hardware_label, read_json
 from repro.train import wandb_mode
@@ -457,7 +458,46 @@ def sync_readmes(rows: list[dict[str, Any]], papers: dict[str, Paper], results_r
         link = f"[{_md(name)}](papers/{name}/README.md)" if name in papers else _md(name)
         lines.append(f"| {link} | {_md(title)} | {_md(summary(group))} |")
     replace_between_markers(results_root.parent / "README.md", "\n".join([*lines, ""]))
+    replace_between_markers(
+        results_root.parent / "README.md",
+        "\n".join(run_time_table(papers, results_root)),
+        PLAN_START,
+        PLAN_END,
+    )
     sync_deviations(papers)
+
+
+PLAN_START, PLAN_END = "<!-- plan:start -->", "<!-- plan:end -->"
+DEFAULT_SEEDS, CORES = 3, 2  # what `make reproduce PAPER=P` runs, on the 2-core machine the records come from
+
+
+def run_time_table(papers: dict[str, Paper], results_root: Path) -> list[str]:
+    """Per paper, what `make reproduce PAPER=P` trains and how long that took here: the committed records'
+    mean wall time per seed, 3 seeds of each experiment, two seeds at a time on 2 cores; and the same for the
+    full tier where full records are committed. Records measured under load make these upper bounds."""
+    lines = ["", "| paper | trains by default | cpu tier, 2 cores | full tier |", "|---|---|---|---|"]
+    for name, paper in papers.items():
+        default = paper.default_experiments()
+        cells = []
+        for tier in ("cpu", "full"):
+            chosen = [e.name for e in default if paper.config_path(e.name, tier).exists()]
+            seconds = mean_wall_seconds(paper, tier, results_root)
+            known = [seconds[e] for e in chosen if e in seconds]
+            estimate = human_time(sum(known) * DEFAULT_SEEDS / CORES)
+            if tier == "cpu":
+                cell = f"{len(chosen)} experiments x {DEFAULT_SEEDS} seeds: " + (
+                    estimate if known else "no record"
+                )
+                missing = len(chosen) - len(known)
+                cells.append(cell + (f" ({missing} without a record)" if missing else ""))
+            else:
+                recorded = [e for e in chosen if e in seconds]
+                cell = f"{len(chosen)} configured, {len(recorded)} with records"
+                cells.append(cell + (f": {estimate} for those" if known else ""))
+        kind = "headline experiments" if paper.headline else "every experiment"
+        link = f"[{_md(name)}](papers/{name}/README.md)"
+        lines.append(f"| {link} | {kind} | {_md(cells[0])} | {_md(cells[1])} |")
+    return [*lines, ""]
 
 
 def sync_deviations(papers: dict[str, Paper]) -> None:

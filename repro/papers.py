@@ -212,6 +212,13 @@ class Paper:
             raise unknown_name_error(f"experiment of {self.name}", name, list(self.experiments))
         return self.experiments[name]
 
+    def default_experiments(self, everything: bool = False) -> list[Experiment]:
+        """What `repro reproduce PAPER` trains: the headline experiments, or (``everything``, or none named)
+        every implemented one; search_<experiment> entries are judged from a search's trials, not seeds."""
+        if self.headline and not everything:
+            return [self.experiment(n) for n in self.headline]
+        return [e for e in self.experiments.values() if e.implemented and not is_search_experiment(e.name)]
+
     def config_path(self, experiment: str, tier: str) -> Path:
         return self.folder / "configs" / f"{experiment}-{tier}.yaml"
 

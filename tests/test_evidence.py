@@ -468,3 +468,23 @@ def test_a_run_says_its_plan_and_each_finished_seed_with_the_time_left(smoke_cli
     )
     assert "finished stack_anbn seed 1 in " in out and ": solved_pct " in out and "1/2 done, about " in out
     assert "finished stack_anbn seed 2 in " in out and "2/2 done" in out
+
+
+def test_the_readme_time_table_comes_from_the_committed_wall_times(tmp_path):
+    from repro.leaderboard import run_time_table
+    from repro.papers import discover
+
+    root = tmp_path / "results"
+    for seed, wall in ((1, 500.0), (2, 700.0)):
+        record = {"seed": seed, "metrics": {}, "wall_time_s": wall}
+        results.write_json(results.record_path("dkt", "assistments_lstm", "cpu", seed, root), record)
+    # A resumed record timed only its last part: it is left out of the mean.
+    resumed = {"seed": 3, "metrics": {}, "wall_time_s": 5.0, "resumed_from": "checkpoints/epoch009.ckpt"}
+    results.write_json(results.record_path("dkt", "assistments_lstm", "cpu", 3, root), resumed)
+    rows = {row.split(" | ")[0]: row for row in run_time_table(discover(), root) if row.startswith("| [")}
+    # mean 600 s a seed, 3 seeds, two at a time: 15 minutes
+    assert (
+        "| headline experiments | 1 experiments x 3 seeds: 15 min 0 s | 1 configured, 0 with records |"
+        in (rows["| [dkt](papers/dkt/README.md)"])
+    )
+    assert "no record" in rows["| [stack_rnn](papers/stack_rnn/README.md)"]
