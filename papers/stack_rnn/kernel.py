@@ -6,8 +6,10 @@ equations as the PyTorch loop in ``model.py`` (tests compare values and gradient
 about seven times its speed (make bench), because a step of the paper's model is too small for PyTorch's
 per-operator cost (see ``stack_kernel.c``). The library is built with the system C compiler (``$CC``, else
 ``cc``) into ``~/.cache/repro/kernels`` (``$REPRO_CACHE`` overrides the folder), named by a hash of the
-source and the flags, so a changed source is rebuilt. Without a compiler, or without a writable cache, the
-model falls back to the PyTorch loop with a warning: ``available()`` says which path runs.
+source and the flags, so a changed source is rebuilt; the library's own sha256 is recorded beside it at
+build time and checked before every load, so a damaged or replaced file is rebuilt, never loaded. Without a
+compiler, or without a writable cache, the model falls back to the PyTorch loop with a warning:
+``available()`` says which path runs.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ def library() -> ctypes.CDLL | None:
     source = SOURCE.read_bytes()
     digest = hashlib.sha256(source + " ".join(FLAGS).encode()).hexdigest()[:16]
     path = cache_dir() / f"stack_kernel-{digest}.so"
-    if not path.exists():
+    if not verified(path):
+        # Not built yet, or the file in the shared cache is not the one this suite built (damaged, or
+        # replaced by someone else): build it again rather than load unknown code.
         problem = build(path)
         if problem:
             warnings.warn(
@@ -53,6 +57,19 @@ def library() -> ctypes.CDLL | None:
     for name in ("stack_forward_f64", "stack_forward_f32", "stack_backward_f64", "stack_backward_f32"):
         getattr(lib, name).restype = None
     return lib
+
+
+def digest_path(path: Path) -> Path:
+    """Where the sha256 of a library this suite built is kept, beside it."""
+    return path.with_name(path.name + ".sha256")
+
+
+def verified(path: Path) -> bool:
+    """Whether ``path`` is the library the last build wrote: its sha256 matches the one recorded then."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() == digest_path(path).read_text().strip()
+    except OSError:
+        return False
 
 
 def build(path: Path) -> str | None:
@@ -68,7 +85,10 @@ def build(path: Path) -> str | None:
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 return f"building {SOURCE.name} with {compiler} failed:\n{done.stderr.strip()}"
+            recorded = Path(tmp) / digest_path(path).name
+            recorded.write_text(hashlib.sha256(built.read_bytes()).hexdigest() + "\n")
             os.replace(built, path)  # atomic: a concurrent build or a crash never leaves half a library
+            os.replace(recorded, digest_path(path))
     except OSError as err:
         return f"cannot build {SOURCE.name} into {path.parent} ({err}; set REPRO_CACHE to a writable folder)"
     return None
