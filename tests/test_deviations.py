@@ -19,6 +19,8 @@ from repro.leaderboard import (
     sync_deviations,
 )
 from repro.papers import TIERS, Deviation, ExpectedError, Paper, discover, load_paper
+from tests import toy
+from tests.toy import write_paper
 
 PAPERS = discover()
 
@@ -130,68 +132,43 @@ def test_config_lookup_reads_defaults_from_the_resolved_config():
 
 
 def toy_expected() -> dict:
-    """A valid expected.yaml with a ledger; the tests below break one field at a time."""
-    return {
-        "paper": {"title": "Toy", "authors": ["A. Author"], "year": 2015, "arxiv": "0000.00000"},
-        "experiments": {
-            "exp": {
-                "title": "Toy experiment",
-                "metrics": [
-                    {
-                        "key": "acc",
-                        "label": "accuracy",
-                        "published": 90.0,
-                        "source": "Table 1",
-                        "evidence": "paper",
-                        "direction": "higher",
-                        "tolerance": {"abs": 1},
-                        "gate": ["cpu"],
-                    }
-                ],
-            },
-            "other": {
-                "title": "Another",
-                "metrics": [
-                    {
-                        "key": "acc",
-                        "label": "accuracy",
-                        "published": None,
-                        "source": "-",
-                        "evidence": "paper",
-                        "direction": "higher",
-                    }
-                ],
-            },
-        },
-        "deviations": [
+    """The shared toy paper, a second experiment and a ledger; the tests below break one field at a time."""
+    body = toy.toy_expected()
+    body["experiments"]["other"] = {
+        "title": "Another",
+        "metrics": [
             {
-                "id": "short-training",
-                "what": "10 epochs instead of 100",
-                "why": "the cpu budget",
-                "tiers": ["cpu"],
-                "experiments": ["exp"],
-                "effect": "measured: 1 point lower",
-                "against": "paper",
-                "config": {"trainer.max_epochs": 10},
-            },
-            {
-                "id": "rng",
-                "what": "numpy instead of C rand()",
-                "why": "Python",
-                "tiers": ["smoke", "cpu", "full"],
-                "experiments": "all",
-                "effect": "unmeasured",
-                "against": "code",
-            },
+                "key": "acc",
+                "label": "accuracy",
+                "published": None,
+                "source": "-",
+                "evidence": "paper",
+                "direction": "higher",
+            }
         ],
     }
-
-
-def write_paper(root: Path, body: dict | str, name: str = "toy") -> Path:
-    path = root / "papers" / name / "expected.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body if isinstance(body, str) else yaml.safe_dump(body, sort_keys=False))
-    return path
+    body["deviations"] = [
+        {
+            "id": "short-training",
+            "what": "10 epochs instead of 100",
+            "why": "the cpu budget",
+            "tiers": ["cpu"],
+            "experiments": ["exp"],
+            "effect": "measured: 1 point lower",
+            "against": "paper",
+            "config": {"trainer.max_epochs": 10},
+        },
+        {
+            "id": "rng",
+            "what": "numpy instead of C rand()",
+            "why": "Python",
+            "tiers": ["smoke", "cpu", "full"],
+            "experiments": "all",
+            "effect": "unmeasured",
+            "against": "code",
+        },
+    ]
+    return body
 
 
 def test_valid_ledger_loads(tmp_path):

@@ -12,12 +12,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 from rich.console import Console
 
 from repro import cli, evidence, results
 from repro.papers import ExpectedError, load_paper
 from repro.verdict import KNOWN_MISS, MISS, NOT_RUN, PASS, judge
+from tests.toy import toy_expected, write_paper
 
 
 def run_cli(monkeypatch, *argv: str) -> tuple[int, str]:
@@ -31,31 +31,6 @@ def run_cli(monkeypatch, *argv: str) -> tuple[int, str]:
 # a toy paper: one experiment, one metric gated at cpu (accuracy >= 90 - 1), seeds picked by val_loss
 
 
-def toy_expected(**metric) -> dict:
-    return {
-        "paper": {"title": "Toy", "authors": ["A. Author"], "year": 2015, "arxiv": "0000.00000"},
-        "selection": {"rule": "best", "by": "val_loss", "mode": "min"},
-        "experiments": {
-            "exp": {
-                "title": "Toy experiment",
-                "metrics": [
-                    {
-                        "key": "acc",
-                        "label": "accuracy",
-                        "published": 90.0,
-                        "source": "Table 1",
-                        "evidence": "paper",
-                        "direction": "higher",
-                        "tolerance": {"abs": 1},
-                        "gate": ["cpu"],
-                        **metric,
-                    }
-                ],
-            }
-        },
-    }
-
-
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
     """``toy(accuracies, **metric)``: the toy paper under tmp (cli reads it instead of papers/), a committed
@@ -66,7 +41,7 @@ def toy(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "discover", lambda: {"toy": load_paper(papers / "toy")})
 
     def make(accuracies: list[float], **metric) -> Path:
-        write_expected(papers, toy_expected(**metric))
+        write_paper(papers.parent, toy_expected(**metric))
         paper = load_paper(papers / "toy")
         for seed, acc in enumerate(accuracies, start=1):
             record = {"seed": seed, "metrics": {"acc": acc, "val_loss": 1.0 / seed}, "wall_time_s": 1.0}
@@ -77,11 +52,6 @@ def toy(tmp_path, monkeypatch):
         return results.run_dir("toy", "exp", "cpu", root) / "aggregate.json"
 
     return make
-
-
-def write_expected(papers: Path, body: dict) -> None:
-    (papers / "toy").mkdir(parents=True, exist_ok=True)
-    (papers / "toy" / "expected.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
 
 
 def check(monkeypatch, aggregate: Path, *extra: str) -> tuple[int, str]:
@@ -134,8 +104,8 @@ def load_toy_experiment(**metric):
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_expected(Path(tmp), toy_expected(**metric))
-        return load_paper(Path(tmp) / "toy").experiment("exp")
+        write_paper(Path(tmp), toy_expected(**metric))
+        return load_paper(Path(tmp) / "papers" / "toy").experiment("exp")
 
 
 @pytest.mark.parametrize(
@@ -188,7 +158,7 @@ def test_check_names_every_hand_edited_field(toy, monkeypatch, edit, named):
 
 def test_a_tolerance_loosened_after_the_result_is_a_problem_until_rejudged(toy, monkeypatch, tmp_path):
     path = toy([85.0])  # a miss at abs 1
-    write_expected(tmp_path / "papers", toy_expected(tolerance={"abs": 10}))
+    write_paper(tmp_path, toy_expected(tolerance={"abs": 10}))
     rc, out = check(monkeypatch, path)
     assert rc == 1
     assert "metrics[acc].tolerance: committed {'abs': 1.0}, expected.yaml now has {'abs': 10.0}" in out
@@ -206,7 +176,7 @@ def test_a_tolerance_loosened_after_the_result_is_a_problem_until_rejudged(toy, 
 
 def test_a_published_value_edited_after_the_result_is_a_problem(toy, monkeypatch, tmp_path):
     path = toy([95.0])
-    write_expected(tmp_path / "papers", toy_expected(published=94.0))
+    write_paper(tmp_path, toy_expected(published=94.0))
     rc, out = check(monkeypatch, path)
     assert rc == 1
     assert "metrics[acc].published: committed 90.0, expected.yaml now has 94.0" in out

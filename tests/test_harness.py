@@ -36,6 +36,7 @@ from repro.papers import (
     is_search_experiment,
     load_paper,
 )
+from tests.toy import toy_expected, write_paper
 
 VALID_PAPERS = ", ".join(
     sorted(p.parent.name for p in (Path(__file__).resolve().parent.parent / "papers").glob("*/expected.yaml"))
@@ -249,39 +250,6 @@ def test_instantiate_builds_model_and_data():
 
 # --------------------------------------------------------------------------------------------------
 # papers and expected.yaml
-
-
-def toy_expected() -> dict:
-    """A valid expected.yaml; the tests below break one field at a time."""
-    return {
-        "paper": {"title": "Toy", "authors": ["A. Author"], "year": 2015, "arxiv": "0000.00000"},
-        "selection": {"rule": "best", "by": "val_loss", "mode": "min"},
-        "experiments": {
-            "exp": {
-                "title": "Toy experiment",
-                "table": "Table 1",
-                "metrics": [
-                    {
-                        "key": "acc",
-                        "label": "accuracy",
-                        "published": 90.0,
-                        "source": "Table 1",
-                        "evidence": "paper",
-                        "direction": "higher",
-                        "tolerance": {"abs": 1},
-                        "gate": ["cpu"],
-                    }
-                ],
-            }
-        },
-    }
-
-
-def write_paper(root: Path, body: dict | str, name: str = "toy") -> Path:
-    path = root / "papers" / name / "expected.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body if isinstance(body, str) else yaml.safe_dump(body, sort_keys=False))
-    return path
 
 
 def metric0(d: dict) -> dict:

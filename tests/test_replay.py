@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import papers.stack_rnn.model as stack_model
 from repro import papers, replay, results
 from repro.papers import ExpectedError, Replay
 from tests import runs
+from tests.toy import toy_expected, write_paper
 
 PAPER, EXPERIMENT = "stack_rnn", "stack_anbn"
 ENTRY = Replay(EXPERIMENT, "smoke", 1)
@@ -196,33 +196,9 @@ def test_committed_replay_entries_name_one_thread_records():
 
 # --------------------------------------------------------------------------------------------------
 # the replay: block of expected.yaml
-def toy_expected(replay_entries: list) -> dict:
-    return {
-        "paper": {"title": "Toy", "authors": ["A. Author"], "year": 2015, "arxiv": "0000.00000"},
-        "experiments": {
-            "exp": {
-                "title": "Toy experiment",
-                "metrics": [
-                    {
-                        "key": "acc",
-                        "label": "accuracy",
-                        "published": 90.0,
-                        "source": "Table 1",
-                        "evidence": "paper",
-                        "direction": "higher",
-                    }
-                ],
-            }
-        },
-        "replay": replay_entries,
-    }
-
-
 def load_toy(tmp_path: Path, replay_entries: list) -> papers.Paper:
-    folder = tmp_path / "toy"
-    folder.mkdir(exist_ok=True)
-    (folder / "expected.yaml").write_text(yaml.safe_dump(toy_expected(replay_entries), sort_keys=False))
-    return papers.load_paper(folder)
+    body = {**toy_expected(), "replay": replay_entries}
+    return papers.load_paper(write_paper(tmp_path, body).parent)
 
 
 def test_replay_entries_load(tmp_path):
