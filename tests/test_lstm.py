@@ -251,12 +251,22 @@ def test_niaf_block_input_is_linear_and_noaf_output_is_unsquashed():
     torch.testing.assert_close(v["y"], v["o"] * v["c"])
 
 
-def test_np_has_no_peepholes_and_is_the_standard_cell():
-    layer, x, state, _ = layer_and_input("NP")
-    assert len(layer.peephole) == 0
-    standard = LSTMLayer(layer.input_size, layer.hidden_size, "standard")
-    standard.load_state_dict(layer.state_dict())
-    torch.testing.assert_close(standard(x, state)[0], layer(x, state)[0], rtol=0, atol=0)
+def test_np_is_vanilla_without_its_peepholes():
+    """Behaviour, not definitions: vanilla with the same weights and its peepholes at zero computes exactly
+    what NP computes, and with peepholes it does not (so NP really drops the cell-to-gate connections)."""
+    np_layer, x, state, _ = layer_and_input("NP")
+    assert len(np_layer.peephole) == 0
+    vanilla = LSTMLayer(np_layer.input_size, np_layer.hidden_size, "vanilla")
+    loaded = vanilla.load_state_dict(np_layer.state_dict(), strict=False)
+    assert loaded.missing_keys and all(key.startswith("peephole.") for key in loaded.missing_keys)
+    assert not loaded.unexpected_keys
+    with torch.no_grad():
+        for peephole in vanilla.peephole.values():
+            peephole.zero_()
+    torch.testing.assert_close(vanilla(x, state)[0], np_layer(x, state)[0], rtol=0, atol=0)
+    with torch.no_grad():
+        vanilla.peephole["o"].fill_(0.5)
+    assert not torch.allclose(vanilla(x, state)[0], np_layer(x, state)[0])
 
 
 def test_cifg_couples_forget_to_input():
