@@ -305,27 +305,35 @@ def test_markdown_escapes_pipes(tmp_path):
 
 
 class TagChecker(HTMLParser):
-    """Records parse problems: an end tag that does not close the innermost open element."""
+    """Records parse problems (an end tag that does not close the innermost open element) and, for the rows
+    tables (one per paper), their rows, aggregate links and verdict cells; and every image source."""
 
     VOID = {"meta", "input", "br", "hr", "img", "link"}
+    VERDICT_CLASSES = {"pass", "miss", "shown", "amber"}
 
     def __init__(self):
         super().__init__()
-        self.stack, self.errors, self.rows, self.links, self.verdicts = [], [], 0, [], {}
+        self.stack, self.errors, self.rows, self.links, self.verdicts, self.images = [], [], 0, [], {}, []
         self._cell = None
+        self._in_row = False
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag == "tr" and "tbody" in self.stack:
-            self.rows += 1
-        if tag == "a":
+        if tag == "tr":
+            self._in_row = "data-verdict" in attrs  # a row of a paper's section, not a summary table's
+            self.rows += self._in_row
+        if tag == "a" and self._in_row:
             self.links.append(attrs["href"])
-        if tag == "td" and attrs.get("class"):
+        if tag == "td" and self._in_row and attrs.get("class") in self.VERDICT_CLASSES:
             self._cell = attrs["class"]
+        if tag == "img":
+            self.images.append(attrs)
         if tag not in self.VOID:
             self.stack.append(tag)
 
     def handle_endtag(self, tag):
+        if tag == "tr":
+            self._in_row = False
         if not self.stack or self.stack[-1] != tag:
             self.errors.append(f"unexpected </{tag}> with open {self.stack}")
         else:
@@ -338,6 +346,7 @@ class TagChecker(HTMLParser):
 
 
 def test_html(results, papers):
+    (results / "toy" / "curve.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # only the name matters here
     _, html_path = leaderboard.build(results, papers=papers)
     assert html_path == results / "leaderboard.html"
     text = html_path.read_text()
@@ -364,8 +373,11 @@ def test_html(results, papers):
     assert "<td>accuracy &lt;top-1&gt;</td>" in text
     assert "<top-1>" not in text
     assert "not run: data not present — copy toy/ from the lab share" in text
-    # Self-contained: no external scripts, stylesheets or fonts.
-    assert "http://" not in text and "https://" not in text and "<link" not in text and "src=" not in text
+    # Self-contained: no external scripts, stylesheets or fonts; the one image is a relative link to a file of
+    # results/ (never embedded), loaded lazily.
+    assert "http://" not in text and "https://" not in text and "<link" not in text and "data:" not in text
+    assert [(i["src"], i["loading"]) for i in checker.images] == [("toy/curve.png", "lazy")]
+    assert text.count("src=") == 1
     assert 'id="filter"' in text
 
 
