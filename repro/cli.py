@@ -293,7 +293,8 @@ def run_seeds(
                     bar.advance(task)
                     if proc.returncode:
                         where = f"see {log}" if log else "its output is above"
-                        failures.append(f"{name} seed {seed} exited {proc.returncode}; {where}")
+                        failure = f"{name} seed {seed} exited {proc.returncode}; {where}"
+                        failures.append(failure + (f" {BAD_INPUT}" if proc.returncode == 2 else ""))
                         bar.console.print(f"[red]failed[/] {escape(failures[-1])}")
                         if log and log.exists():
                             bar.console.print(escape(log.read_text()[-2000:]))
@@ -512,7 +513,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         console.print(f"[red]{label}[/] on gated numbers of {agg['experiment']}")
     if not evidence and written:
         console.print(f"this run's records: {out / paper.name}")
+    if any(failure.endswith(BAD_INPUT) for failure in failures):
+        return 2  # a seed refused its input (missing or corrupt data, a bad config): say so as the CLI does
     return 1 if missed or failures else 0
+
+
+BAD_INPUT = "(bad input or data: its message is above)"
 
 
 def make_figures(paper: Paper, tier: str, root: Path) -> None:

@@ -448,3 +448,24 @@ def test_the_readme_time_table_comes_from_the_committed_wall_times(tmp_path):
         in (rows["| [dkt](papers/dkt/README.md)"])
     )
     assert "no record" in rows["| [stack_rnn](papers/stack_rnn/README.md)"]
+
+
+@pytest.mark.slow
+def test_corrupt_data_is_one_clear_message_and_exit_2(smoke_cli, monkeypatch, tmp_path):
+    data = tmp_path / "data" / "mnist"
+    data.mkdir(parents=True)
+    for name in get_paper_files("ram", "mnist_ram6"):
+        (data / name).write_bytes(b"not MNIST")
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path / "data"))
+    rc, out = smoke_cli(
+        "reproduce", "ram", "--tier", "smoke", "-e", "mnist_ram6", "--seeds", "1", "--jobs", "1"
+    )
+    assert rc == 2, out
+    assert "mnist_ram6 seed 1 exited 2" in out and "(bad input or data: its message is above)" in out
+    assert "figures not drawn:" in out and "Traceback" not in out
+
+
+def get_paper_files(paper: str, experiment: str) -> tuple[str, ...]:
+    from repro.papers import get_paper
+
+    return get_paper(paper).experiment(experiment).data.files
