@@ -263,6 +263,11 @@ def run_seeds(
         TimeRemainingColumn(),
     ]
     queue = list(jobs)
+    # Ctrl-C, and a SIGTERM from a scheduler or `kill`, stop the seeds cleanly (below), also when this command
+    # was started in the background, where the shell had SIGINT ignored.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with Progress(*columns, console=console, disable=show_child) as bar:
             task = bar.add_task(f"{paper.name} {plan['tier']}: seeds", total=len(jobs))
@@ -323,6 +328,9 @@ def run_seeds(
             f"  {resume_command(paper.name, plan['tier'])}"
         )
         raise
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return failures
 
 

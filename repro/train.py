@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import math
 import os
+import signal
 import sys
 import time
 import warnings
@@ -382,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument("--invocation", help="the id of the `repro reproduce` command that started this seed")
     args = parser.parse_args(argv)
+    # A seed started by `repro reproduce` in the background inherits an ignored SIGINT; the parent stops its
+    # seeds with SIGINT, which Lightning answers by ending at the next batch with the finished epochs saved.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     spec = RunSpec(
         args.paper,
         args.experiment,

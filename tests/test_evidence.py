@@ -469,3 +469,54 @@ def get_paper_files(paper: str, experiment: str) -> tuple[str, ...]:
     from repro.papers import get_paper
 
     return get_paper(paper).experiment(experiment).data.files
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_background_run_stops_its_seeds_and_says_how_to_resume(tmp_path):
+    """Started as a shell starts a background job (SIGINT ignored), then sent SIGTERM mid-seed: exit 130, the
+    seed's finished epochs kept, no record, and the command that resumes."""
+    import os
+    import signal
+    import sys
+    import time
+
+    env = {
+        **os.environ,
+        "REPRO_RUNS": str(tmp_path / "runs"),
+        "WANDB_MODE": "disabled",
+        "OMP_NUM_THREADS": "1",
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "repro.cli",
+        "--results",
+        str(tmp_path / "results"),
+        "reproduce",
+        "stack_rnn",
+    ]
+    argv += ["--tier", "smoke", "-e", "stack_anbn", "--seeds", "1", "--no-progress"]
+    argv += ["--set", "trainer.max_epochs=500"]
+    parent = subprocess.Popen(
+        argv,
+        env=env,
+        cwd=results.ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    work = tmp_path / "runs" / "stack_rnn" / "stack_anbn" / "smoke" / "seed1"
+    deadline = time.monotonic() + 120
+    while not (work / "checkpoints" / "epoch001.ckpt").exists():
+        assert parent.poll() is None and time.monotonic() < deadline, parent.stdout.read()
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGTERM)
+    out, _ = parent.communicate(timeout=90)
+    assert parent.returncode == 130, out
+    assert "interrupted. Seeds cut off: stack_anbn seed 1; their checkpoints are kept" in out.replace(
+        "\n", " "
+    )
+    assert "repro reproduce stack_rnn --tier smoke --resume" in out.replace("\n", " ")
+    assert (work / "checkpoints" / "epoch001.ckpt").exists()
+    assert not (tmp_path / "runs" / "results" / "stack_rnn" / "stack_anbn" / "smoke" / "seed1.json").exists()
