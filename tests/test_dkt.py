@@ -486,3 +486,51 @@ def test_bench_quick_reports_throughput_and_chunking_side_by_side(tmp_path):
     assert all(r["answers_per_s"] > 0 and r["batches"] == 4 for r in runs.values())
     assert runs["max_steps=50000"]["answers"] == runs["max_steps=1000000000"]["answers"]
     assert report["chunking_speedup"] > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# the paper's protocol: 5-fold cross-validation over both files, grouped by student
+
+
+def test_the_five_folds_partition_the_students_and_never_split_one():
+    students = [SimpleNamespace(name=f"student {i}") for i in range(23)]
+    tested = []
+    for fold in range(5):
+        train, test = dkt_data.cross_validation_split(students, 5, fold, seed=0)
+        assert not {id(s) for s in train} & {id(s) for s in test}
+        assert len(train) + len(test) == len(students) and len(test) in (4, 5)
+        tested += test
+    assert sorted(s.name for s in tested) == sorted(s.name for s in students)  # each tested exactly once
+    assert (
+        dkt_data.cross_validation_split(students, 5, 0, seed=0)[1]
+        != (dkt_data.cross_validation_split(students, 5, 0, seed=1)[1])
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"source": "synthetic", "folds": 5}, "cross-validates ASSISTments"),
+        ({"folds": 5, "seed": 6}, "fold=5"),
+        ({"folds": 1}, "folds=1"),
+    ],
+)
+def test_a_fold_outside_the_folds_is_a_clear_error(kwargs, problem):
+    with pytest.raises(ValueError, match=problem):
+        DKTData(**kwargs)
+
+
+@needs_data
+@pytest.mark.slow
+def test_cross_validation_smoke_run_tests_its_seeds_fold(tmp_path, harness_state):
+    record = runs.smoke("dkt", "assistments_lstm_cv5", tmp_path)
+    assert record["config"]["data"]["init_args"]["folds"] == 5
+    assert 0 < record["metrics"]["auc"] < 1 and 0 < record["metrics"]["auc_marginal"] < 1
+    data = DKTData(max_students=120, folds=5, seed=record["seed"])
+    data.setup()
+    assert data.fold == record["seed"] - 1 == 0
+    shipped = DKTData(max_students=120)
+    shipped.setup()
+    union = len(shipped.train) + len(shipped.val) + len(shipped.test)
+    assert len(data.train) + len(data.val) + len(data.test) == union
+    assert len(data.test) in (union // 5, union // 5 + 1)

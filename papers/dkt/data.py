@@ -202,6 +202,19 @@ def collate(students: list[Student], group: list[int], world: int, rank: int) ->
     }
 
 
+def cross_validation_split(
+    students: list[Student], folds: int, fold: int, seed: int
+) -> tuple[list[Student], list[Student]]:
+    """(train, test) of ``fold``: every ``folds``-th student of a permutation seeded by ``seed`` is tested;
+    a student's whole sequence stays on one side (the split is by student, never by answer)."""
+    order = np.random.default_rng(seed).permutation(len(students))
+    tested = set(order[fold::folds].tolist())
+    return (
+        [s for i, s in enumerate(students) if i not in tested],
+        [s for i, s in enumerate(students) if i in tested],
+    )
+
+
 class DKTData(RunAwareDataModule):
     """One DKT data set with its fixed train/test split and a validation split carved from train by student.
 
@@ -214,6 +227,10 @@ class DKTData(RunAwareDataModule):
         students: generated students (half train, half test, as the shipped files).
         batch_size: students per (global) minibatch; 100 in the paper.
         val_fraction: share of training students held out for early stopping (spec §7.9).
+        folds: ASSISTments only: cross-validate over the union of both files instead of using the shipped
+            split (the paper's protocol: 5-fold), grouped by student: fold k tests every ``folds``-th student
+            of a permutation seeded by ``split_seed`` and trains on the rest. None: the shipped split.
+        fold: which fold tests (0..folds-1); None takes ``seed - 1``, so seeds 1..5 run the five folds.
         split_seed: seed of the validation split, fixed so that every run seed sees the same split.
         max_students: keep only the first this-many students of each file (smoke tests).
         seed: run seed (the harness sets it): the order of training batches, and the generated data.
@@ -230,10 +247,19 @@ class DKTData(RunAwareDataModule):
         split_seed: int = 0,
         max_students: int | None = None,
         seed: int = 1,
+        folds: int | None = None,
+        fold: int | None = None,
     ):
         super().__init__()
         if source not in ("assistments", "synthetic", "generated"):
             raise ValueError(f"data.source must be assistments, synthetic or generated, not {source!r}")
+        if folds is not None:
+            chosen = fold if fold is not None else seed - 1
+            if source != "assistments" or folds < 2 or not 0 <= chosen < folds:
+                raise ValueError(
+                    f"data.folds cross-validates ASSISTments with fold 0..folds-1 (seeds 1..folds); got "
+                    f"source={source!r}, folds={folds}, fold={chosen}"
+                )
         self.save_hyperparameters()
         self.train: list[Student] = []
         self.val: list[Student] = []
@@ -293,6 +319,8 @@ class DKTData(RunAwareDataModule):
         if hp.max_students:
             train, test = train[: hp.max_students], test[: hp.max_students]
             self.oracle = self.oracle[: hp.max_students] if self.oracle else None
+        if hp.folds:
+            train, test = cross_validation_split(train + test, hp.folds, self.fold, hp.split_seed)
         train = scoreable(train, "train")
         if self.oracle is None:
             test = scoreable(test, "test")  # generated students all have 50 answers: the oracle stays aligned
@@ -303,6 +331,13 @@ class DKTData(RunAwareDataModule):
         self.train = [s for i, s in enumerate(train) if i not in val_ids]
         self.test = test
         log.info("students: %d train, %d validation, %d test", len(self.train), len(self.val), len(self.test))
+
+    @property
+    def fold(self) -> int | None:
+        """The fold this run tests (None: the shipped split)."""
+        if not self.hparams.folds:
+            return None
+        return self.hparams.fold if self.hparams.fold is not None else self.hparams.seed - 1
 
     def data_files(self) -> list[Path]:
         return self.files
