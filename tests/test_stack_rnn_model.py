@@ -688,6 +688,52 @@ def test_lr_rule_halves_and_restores_only_in_second_half_of_curriculum(monkeypat
     assert all(torch.equal(better[k], v) for k, v in module.core.state_dict().items())
 
 
+def test_record_keeps_the_validation_curve_learning_rates_and_best_epochs(monkeypatch):
+    """The record's details hold one entry per epoch (both validation entropies, the rate the epoch trained
+    with and the one the rule leaves), and the epochs of the tested snapshots, so that a run's schedule
+    and the snapshot behind its numbers can be read from the record alone; a resume keeps them."""
+    torch.manual_seed(0)
+    module = StackRNNModule(task="anbn", hidden_size=6, n_stacks=2, lr=0.1)
+    logged = {}
+    monkeypatch.setattr(module, "log", lambda name, value, **kw: logged.__setitem__(name, value))
+    opt = module.configure_optimizers()
+
+    def validate(epoch, soft, rounded):
+        module.trainer = fake_trainer(epoch, 4, opt)
+        module._val_count = 1
+        module._val_sum = torch.tensor([soft, rounded], dtype=torch.float64) * math.log(10)
+        module.on_validation_epoch_end()
+
+    validate(0, 0.9, 0.8)
+    validate(1, 0.7, 0.9)  # soft improves, rounded does not
+    validate(3, 0.8, 0.6)  # soft worse with e > N/2: halve; rounded improves
+    curve = module.test_details()["val_curve"]
+    assert [e["epoch"] for e in curve] == [0, 1, 3]
+    assert [e["val_entropy_soft"] for e in curve] == pytest.approx([0.9, 0.7, 0.8])
+    assert [e["val_entropy_rounding"] for e in curve] == pytest.approx([0.8, 0.9, 0.6])
+    assert [e["lr"] for e in curve] == [0.1, 0.1, 0.1]
+    assert [e["next_lr"] for e in curve] == [0.1, 0.1, 0.05]
+    assert [e["improved"] for e in curve] == [True, True, False]
+    assert [e["rounded_improved"] for e in curve] == [True, False, True]
+    details = module.test_details()
+    assert details["best_epoch"] == 1 and details["best_epoch_rounding"] == 3
+    json.dumps(details)  # the record is JSON
+
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    resumed = StackRNNModule(task="anbn", hidden_size=6, n_stacks=2, lr=0.1)
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.test_details() == details
+
+    hard = StackRNNModule(task="anbn", hidden_size=6, n_stacks=2, rounding=True)
+    monkeypatch.setattr(hard, "log", lambda name, value, **kw: None)
+    module, opt = hard, hard.configure_optimizers()
+    validate(0, 0.5, 0.9)
+    validate(1, 0.4, 0.7)
+    assert hard.test_details()["best_epoch"] == hard.test_details()["best_epoch_rounding"] == 1
+    assert "rounded_improved" not in hard.test_details()["val_curve"][0]
+
+
 def test_lr_rule_stops_once_lr_below_lr_min(monkeypatch):
     """Training stops when halving takes the lr below lr_min (1e-5), not before."""
     module = StackRNNModule(task="anbn", hidden_size=4, n_stacks=1, lr=4e-5, lr_min=1e-5)
@@ -817,7 +863,8 @@ def test_overfits_one_batch_of_anbn():
 
 
 def test_runspec_fields():
-    """RunSpec(paper, experiment, tier, seed, overrides, resume, progress, results_root, runs_root)."""
+    """RunSpec(paper, experiment, tier, seed, overrides, resume, progress, results_root, runs_root,
+    invocation)."""
     fields = {f.name: f for f in dataclasses.fields(RunSpec)}
     assert list(fields) == [
         "paper",
@@ -829,6 +876,7 @@ def test_runspec_fields():
         "progress",
         "results_root",
         "runs_root",
+        "invocation",
     ]
     spec = RunSpec("stack_rnn", "stack_anbn", "smoke", seed=1, runs_root=Path("/x"))
     assert spec.overrides == [] and spec.resume is False and spec.progress is True
@@ -873,6 +921,18 @@ def test_smoke_run_writes_full_record(smoke_run):
         assert len(by_n[mode]) == 5 and all(0.0 <= a <= 1.0 for a in by_n[mode])
     solved = sum(a == 1.0 for a in by_n["rounding"])
     assert metrics["solved_pct_rounding"] == pytest.approx(100.0 * solved / 5)
+    # Which sequences failed, per failing length, and the run's schedule: a claim can be read from the record.
+    details = record["details"]
+    for mode in ("soft", "rounding"):
+        failing = {str(n) for n, a in zip(by_n["n"], by_n[mode], strict=True) if a < 1.0}
+        assert set(details["wrong_sequences"][mode]) == failing
+        assert all(0 <= i < 199 for ids in details["wrong_sequences"][mode].values() for i in ids)
+    curve = details["val_curve"]
+    assert [e["epoch"] for e in curve] == [0, 1] and all(e["lr"] > 0 for e in curve)
+    best = min(curve, key=lambda e: e["val_entropy_soft"])
+    assert details["best_epoch"] == best["epoch"]
+    assert metrics["val_entropy"] == pytest.approx(best["val_entropy_soft"], rel=1e-6)
+    assert details["best_epoch_rounding"] in (0, 1)
     assert record["config"]["data"]["init_args"]["batch_size"] == 4
     assert record["config"]["model"]["init_args"]["hidden_size"] == 40
     assert record["config"]["trainer"]["max_epochs"] == 2
@@ -1082,9 +1142,13 @@ def a_runs(targets: torch.Tensor) -> list[int]:
     return runs[:-1]
 
 
-def test_resets_at_start_and_every_reset_every_th_sequence():
-    """Stacks are emptied at step 0 and before the step whose input is the first character of sequence
-    reset_every, 2*reset_every, ... of each stream; all streams are cut to one common length."""
+def test_resets_at_the_code_steps_epoch_start_and_every_reset_every_th_sequence():
+    """The stacks are emptied where train_toy.cpp empties them (spec §2.4, §3). emptyStacks() before
+    sequence iseq (iseq % nreset == 0) empties what the next forward step reads: the step that PREDICTS the
+    sequence's first character, whose input is the previous sequence's last character. At an epoch start
+    the code empties them again right after step 0 and makes no update for step 0, so the step that reads
+    the first character sees empty stacks as well. Before this was fixed the suite emptied the stacks one
+    step later (the step reading the first character) and trained on step 0: this test failed."""
     data = StackTaskData(task="anbn", batch_size=3, sequences_per_stream=20, reset_every=6, seed=2)
     batch = data.train_batches(4)
     length = batch["inputs"].shape[1]
@@ -1095,19 +1159,31 @@ def test_resets_at_start_and_every_reset_every_th_sequence():
         assert torch.equal(batch["inputs"][row, 1:], targets[:-1])  # inputs[t] = targets[t-1]
         assert batch["inputs"][row, 0] == 1  # first input of a stream: the last letter
         starts = sequence_starts(targets)
-        expected = {0} | {starts[k] + 1 for k in range(6, len(starts), 6) if starts[k] + 1 < length}
+        expected = {0, 1} | {starts[k] for k in range(6, len(starts), 6) if starts[k] < length}
         assert set(batch["resets"][row].nonzero().flatten().tolist()) == expected
-        assert len(expected) >= 3
-        for step in expected - {0}:
-            assert batch["inputs"][row, step] == 0 and batch["inputs"][row, step - 1] == 1
+        assert len(expected) >= 4
+        for step in expected - {0, 1}:
+            # the step predicting the first 'a' of the sequence, reading the last 'b' of the previous one
+            assert batch["targets"][row, step] == 0 and batch["inputs"][row, step] == 1
+        mask = batch["loss_mask"][row]
+        assert mask[0] == 0 and torch.all(mask[1:] == 1)  # the epoch's first step makes no update
+
+
+def test_validation_empties_the_stacks_once_and_scores_every_character():
+    """Validation empties the stacks once, before its first step (train_toy.cpp has no second emptying
+    there), and its entropy counts every character, step 0 included."""
+    batch = StackTaskData(task="anbn", validation_sequences=40, seed=3).validation_batch(2)
+    assert batch["resets"].nonzero().tolist() == [[0, 0]]
+    assert torch.all(batch["loss_mask"] == 1)
 
 
 def test_loss_mask_all_ones_for_lm_and_scored_for_addition():
-    """Unsupervised tasks train on every character; addition only on the result digits and the '.'."""
+    """Unsupervised tasks train on every character but the epoch's first step (the code makes no update
+    there); addition only on the result digits and the '.'."""
     lm = StackTaskData(task="anbncn", batch_size=2, sequences_per_stream=10).train_batches(2)
-    assert lm["loss_mask"].dtype == torch.float32 and torch.equal(
-        lm["loss_mask"], torch.ones_like(lm["loss_mask"])
-    )
+    expected = torch.ones_like(lm["loss_mask"])
+    expected[:, 0] = 0
+    assert lm["loss_mask"].dtype == torch.float32 and torch.equal(lm["loss_mask"], expected)
     add = StackTaskData(task="addition", batch_size=2, sequences_per_stream=10, seed=1).train_batches(5)
     task = get_task("addition")
     eq, dot = task.symbols.index("="), task.symbols.index(".")

@@ -311,3 +311,25 @@ def test_sequence_accuracy_shape_mismatch():
     s = tasks.make_stream(tasks.get_task("anbn"), [2, 2], rng())
     with pytest.raises(ValueError):
         tasks.sequence_accuracy(torch.ones(len(s) - 1, dtype=torch.bool), s)
+
+
+def test_wrong_sequences_names_each_failed_sequence_by_its_place_in_its_block():
+    """The record says which sequences of a length failed, not only how many: the position of each in its
+    n block (0 = the block's first sequence; the first block's 0 opens the test stream)."""
+    task = tasks.get_task("anbn")
+    s = tasks.test_stream(task, [2, 3], per_length=5)
+    correct = torch.ones(len(s), dtype=torch.bool)
+    assert tasks.wrong_sequences(correct, s) == {}
+    first = int(s.scored.nonzero()[0])  # the first scored character of the stream: sequence 0 of n = 2
+    correct[first] = False
+    # sequence 2 of the n = 3 block, through the next sequence's first 'a' credited to it
+    third = int(s.starts[5 + 3])
+    correct[third] = False
+    # a character of the unscored last sequence of a block changes nothing
+    correct[int(s.starts[4]) + 3] = False
+    assert tasks.wrong_sequences(correct, s) == {2: [0], 3: [2]}
+    assert tasks.sequence_accuracy(correct, s) == {2: 0.75, 3: 0.75}
+    assert tasks.wrong_sequences(torch.zeros(len(s), dtype=torch.bool), s, limit=3) == {
+        2: [0, 1, 2],
+        3: [0, 1, 2],
+    }

@@ -31,15 +31,27 @@ def windows(stream_batch: dict[str, torch.Tensor], length: int, keep_tail: bool)
         yield {k: v[:, start : start + length] for k, v in stream_batch.items()}
 
 
-def stack_streams(streams: list[Stream], reset_every: int, supervised: bool) -> dict[str, torch.Tensor]:
-    """Batch streams cut to their common length; marks the steps where the stacks are emptied."""
+def stack_streams(
+    streams: list[Stream], reset_every: int, supervised: bool, training: bool = True
+) -> dict[str, torch.Tensor]:
+    """Batch streams cut to their common length; marks the steps where the stacks are emptied.
+
+    The steps follow the code's training loop (train_toy.cpp, train_add.cpp): ``emptyStacks()`` before
+    sequence iseq when iseq % nreset == 0 empties the stacks that the *next* forward step reads, and that
+    step is the one that predicts the sequence's first character (its input is the previous sequence's
+    last character). At the start of an epoch (iseq = 0) the code also empties the stacks again right
+    after the first step and does not back-propagate that step, so the step that reads the first
+    character sees empty stacks too, and step 0 makes no update (``training``: its loss mask is 0).
+    Validation (``training=False``) empties the stacks once, before step 0, as the code does.
+    """
     length = min(len(s) for s in streams)
     resets = torch.zeros(len(streams), length, dtype=torch.bool)
     resets[:, 0] = True
+    if training and length > 1:
+        resets[:, 1] = True
     for row, stream in enumerate(streams):
-        # The stacks are emptied before the step that reads the first character of every
-        # reset_every-th sequence (that step's input is the character at target index start).
-        steps = stream.starts[reset_every::reset_every] + 1
+        # Sequence k * reset_every: empty before the step whose target is its first character.
+        steps = stream.starts[reset_every::reset_every]
         resets[row, steps[steps < length]] = True
     stacked = {
         "inputs": torch.stack([s.inputs[:length] for s in streams]),
@@ -50,6 +62,8 @@ def stack_streams(streams: list[Stream], reset_every: int, supervised: bool) -> 
         stacked["loss_mask"] = torch.stack([s.scored[:length] for s in streams]).float()
     else:
         stacked["loss_mask"] = torch.ones(len(streams), length)
+    if training:
+        stacked["loss_mask"][:, 0] = 0.0  # the epoch's first step makes no update [code]
     return stacked
 
 
@@ -126,7 +140,7 @@ class StackTaskData(RunAwareDataModule):
         nmin = hp.validation_nmin or 2
         nmax = hp.validation_nmax or max(hp.nmax, 20)
         stream = make_stream(self.task, sample_ns(rng, hp.validation_sequences, nmin, nmax), rng)
-        return stack_streams([stream], hp.validation_sequences + 1, self.task.supervised)
+        return stack_streams([stream], hp.validation_sequences + 1, self.task.supervised, training=False)
 
     @property
     def test_stream(self) -> Stream:

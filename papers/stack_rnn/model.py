@@ -30,7 +30,7 @@ from torch import nn
 from torch.func import functional_call
 
 from papers.stack_rnn import kernel
-from papers.stack_rnn.tasks import sequence_accuracy
+from papers.stack_rnn.tasks import sequence_accuracy, wrong_sequences
 
 EMPTY = -1.0  # value of an empty stack cell [code]
 PRE_CLIP = 50.0  # pre-activations are clipped to ±50 before a sigmoid [code]
@@ -258,6 +258,12 @@ class StackRNNModule(L.LightningModule):
         self._train_nll, self._train_chars = 0.0, 0.0
         self._test_correct: list[torch.Tensor] = []
         self.details: dict = {}
+        # One entry per validated epoch: both validation entropies, the learning rate the epoch trained with
+        # and the one the rule left for the next epoch, and whether the epoch became the best snapshot. The
+        # record keeps it (test_details), so a claim about a run's schedule can be checked from its record.
+        self.history: list[dict] = []
+        self.best_epoch = -1
+        self.best_rounded_epoch = -1
 
     # ----------------------------------------------------------------------------------------------
     # training: truncated BPTT over parallel streams
@@ -339,15 +345,19 @@ class StackRNNModule(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         epoch = self.current_epoch
+        trained_lr = self.lr
         improved = entropy < self.best_entropy or epoch == 0
         if improved:
             self.best_entropy = entropy
+            self.best_epoch = epoch
             self.snapshot = copy.deepcopy(self.core.state_dict())
         tracks_rounded = self.has_stacks and not self.hparams.rounding
-        if tracks_rounded and (entropies[1] < self.best_rounded_entropy or epoch == 0):
+        rounded_improved = tracks_rounded and (entropies[1] < self.best_rounded_entropy or epoch == 0)
+        if rounded_improved:
             # The "+ rounding" row is judged on the snapshot that predicts best with rounded actions; when
             # that is the soft snapshot too, both share one object, and the test runs both rows in one pass.
             self.best_rounded_entropy = entropies[1]
+            self.best_rounded_epoch = epoch
             self.rounded_snapshot = self.snapshot if improved else copy.deepcopy(self.core.state_dict())
         if not improved and epoch > self.trainer.datamodule.hparams.nmax / 2:
             # The code halves the rate and goes back to the best snapshot, but only in the second half
@@ -358,6 +368,13 @@ class StackRNNModule(L.LightningModule):
                 group["lr"] = self.lr
             if self.lr < self.hparams.lr_min:
                 self.trainer.should_stop = True
+        entry = {"epoch": epoch, "val_entropy_soft": entropies[0]}
+        if self.has_stacks:
+            entry["val_entropy_rounding"] = entropies[1]
+        entry.update(lr=trained_lr, next_lr=self.lr, improved=bool(improved))
+        if tracks_rounded:
+            entry["rounded_improved"] = bool(rounded_improved)
+        self.history.append(entry)
         self.log("val/best_entropy", self.best_entropy)
 
     def on_fit_end(self):
@@ -371,6 +388,9 @@ class StackRNNModule(L.LightningModule):
             "snapshot": self.snapshot,
             "best_rounded_entropy": self.best_rounded_entropy,
             "rounded_snapshot": self.rounded_snapshot,
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "best_rounded_epoch": self.best_rounded_epoch,
         }
 
     def on_load_checkpoint(self, checkpoint):
@@ -378,6 +398,9 @@ class StackRNNModule(L.LightningModule):
         self.lr, self.best_entropy, self.snapshot = saved["lr"], saved["best_entropy"], saved["snapshot"]
         self.best_rounded_entropy = saved["best_rounded_entropy"]
         self.rounded_snapshot = saved["rounded_snapshot"]
+        self.history = saved.get("history", [])  # checkpoints written before the history was kept
+        self.best_epoch = saved.get("best_epoch", -1)
+        self.best_rounded_epoch = saved.get("best_rounded_epoch", -1)
 
     # ----------------------------------------------------------------------------------------------
     # test: the code's protocol on one continuous stream; row 0 soft, row 1 rounded
@@ -417,10 +440,23 @@ class StackRNNModule(L.LightningModule):
             self.log(f"solved_pct60{suffix}", 100.0 * min(len(solved), 60) / 60)
             self.log(f"mean_accuracy{suffix}", sum(by_n.values()) / len(by_n))
             self.details.setdefault("accuracy_by_n", {"n": lengths})[mode] = [by_n[n] for n in lengths]
+            # Which sequences failed (their place in the n block; 0 of the first block opens the test stream
+            # on empty stacks), so that a claim about where a length is missed can be read from the record.
+            wrong = wrong_sequences(correct[row], stream)
+            self.details.setdefault("wrong_sequences", {})[mode] = {str(n): ids for n, ids in wrong.items()}
         self.log("val_entropy", self.best_entropy)
         if self.has_stacks:
             rounded = self.best_entropy if self.rounded_snapshot is None else self.best_rounded_entropy
             self.log("val_entropy_rounding", rounded)
 
     def test_details(self) -> dict:
-        return self.details
+        """The record's details: accuracy per test length (soft and rounded), the validation curve with the
+        learning rate of every epoch, and the epochs of the tested snapshots (the soft one; for the "+
+        rounding" row the rounded one, which is the soft one under -hard or when they coincide)."""
+        details = dict(self.details)
+        details["val_curve"] = self.history
+        details["best_epoch"] = self.best_epoch
+        if self.has_stacks:
+            rounded = self.best_epoch if self.rounded_snapshot is None else self.best_rounded_epoch
+            details["best_epoch_rounding"] = rounded
+        return details

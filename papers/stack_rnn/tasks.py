@@ -381,5 +381,28 @@ def sequence_accuracy(correct: torch.Tensor, stream: Stream) -> dict[int, float]
     }
 
 
+def wrong_sequences(correct: torch.Tensor, stream: Stream, limit: int = 10) -> dict[int, list[int]]:
+    """Which scored sequences are wrong, per n: {n: [position of the sequence within its n block, ...]}
+    for every n with at least one wrong sequence, the first ``limit`` positions in stream order.
+
+    The accuracy per n says how many sequences failed; this says which. Position 0 of the first block
+    is the first sequence of the test stream, read right after the stacks were emptied.
+    """
+    correct = correct.detach().to("cpu", torch.bool)
+    num_seq = len(stream.lengths)
+    seq_of_pos = stream.sequence[stream.scored]
+    wrong = torch.bincount(seq_of_pos, weights=(~correct[stream.scored]).double(), minlength=num_seq) > 0
+    lengths = stream.lengths.tolist()
+    block_start: dict[int, int] = {}
+    out: dict[int, list[int]] = {}
+    for index, n in enumerate(lengths):
+        block_start.setdefault(n, index)
+        if wrong[index]:
+            found = out.setdefault(n, [])
+            if len(found) < limit:
+                found.append(index - block_start[n])
+    return out
+
+
 # The name starts with "test": keep pytest from collecting it when a test module imports it.
 test_stream.__test__ = False
