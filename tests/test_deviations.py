@@ -18,9 +18,9 @@ from repro.leaderboard import (
     replace_between_markers,
     sync_deviations,
 )
-from repro.papers import TIERS, Deviation, ExpectedError, Paper, discover, load_paper
+from repro.papers import TIERS, Deviation, Paper, discover, load_paper
 from tests import toy
-from tests.toy import write_paper
+from tests.toy import assert_rejected, write_paper
 
 PAPERS = discover()
 
@@ -246,12 +246,7 @@ BROKEN = [
 def test_malformed_ledger_names_file_and_field(tmp_path, edit, field, problem):
     body = toy_expected()
     edit(body)
-    path = write_paper(tmp_path, body)
-    with pytest.raises(ExpectedError) as err:
-        discover(tmp_path / "papers")
-    assert str(path) in str(err.value)
-    assert f"field '{field}'" in str(err.value)
-    assert problem in str(err.value)
+    assert_rejected(tmp_path, body, field, problem)
 
 
 # -----------------------------------------------------------------------------

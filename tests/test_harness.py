@@ -36,7 +36,7 @@ from repro.papers import (
     is_search_experiment,
     load_paper,
 )
-from tests.toy import toy_expected, write_paper
+from tests.toy import assert_rejected, toy_expected, write_paper
 
 VALID_PAPERS = ", ".join(
     sorted(p.parent.name for p in (Path(__file__).resolve().parent.parent / "papers").glob("*/expected.yaml"))
@@ -342,12 +342,7 @@ BROKEN = [
 def test_malformed_expected_names_file_and_field(tmp_path, edit, field, problem):
     body = toy_expected()
     edit(body)
-    path = write_paper(tmp_path, body)
-    with pytest.raises(ExpectedError) as err:
-        discover(tmp_path / "papers")
-    assert str(path) in str(err.value)
-    assert f"field '{field}'" in str(err.value)
-    assert problem in str(err.value)
+    assert_rejected(tmp_path, body, field, problem)
 
 
 def test_invalid_yaml_expected_names_file(tmp_path):

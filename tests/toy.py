@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
+
+from repro.papers import ExpectedError, discover
 
 
 def toy_expected(**metric) -> dict:
@@ -42,3 +45,14 @@ def write_paper(root: Path, body: dict | str, name: str = "toy") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(body if isinstance(body, str) else yaml.safe_dump(body, sort_keys=False))
     return path
+
+
+def assert_rejected(root: Path, body: dict, field: str, problem: str) -> None:
+    """Discovering ``body`` as the toy paper fails with an error that names the file, the field and the
+    problem: what every schema test of expected.yaml checks."""
+    path = write_paper(root, body)
+    with pytest.raises(ExpectedError) as err:
+        discover(root / "papers")
+    assert str(path) in str(err.value)
+    assert f"field '{field}'" in str(err.value)
+    assert problem in str(err.value)
