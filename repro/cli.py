@@ -243,6 +243,7 @@ def run_seeds(
         f"plan: {paper.name} {plan['tier']}: {len(experiments)} experiment(s) x {len(plan['seeds'])} "
         f"seed(s), {len(jobs)} run(s) to train, {parallel} at a time with {threads} thread(s) each; "
         + "estimated "
+        + ("at least " if known and unknown else "")
         + (f"{human_seconds(known / parallel)}" if known else "(unknown)")
         + " from the committed records' wall times"
         + (f" (no committed record for {', '.join(unknown)})" if unknown else "")
