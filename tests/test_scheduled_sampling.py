@@ -20,6 +20,7 @@ from papers.scheduled_sampling import figures
 from papers.scheduled_sampling.model import ScheduledSamplingCaptioner, teacher_reference
 from papers.scheduled_sampling.schedules import Schedule, exponential, inverse_sigmoid, linear
 from papers.show_attend_tell.model import ShowAttendTell
+from repro import config as repro_config
 from repro.data import data_root, mnist
 from repro.data.captioning import EOS, UNK, CaptionedMNIST
 from repro.papers import get_paper
@@ -415,3 +416,44 @@ def test_without_coco_table_1_reads_not_run():
     assert not experiment.data_present()
     verdict = judge(experiment, [], "full", experiment.data_present())
     assert verdict["verdict"] == NOT_RUN and {m["verdict"] for m in verdict["metrics"]} == {NOT_RUN}
+
+
+# --------------------------------------------------------------------------------------------------
+# The captioned scenes' training caption: one a scene for Scheduled Sampling
+
+
+@pytest.mark.skipif(
+    not mnist.mnist_path("train-labels-idx1-ubyte.gz").exists(),
+    reason=f"no MNIST under {data_root()}; set REPRO_DATA=../shared/data",
+)
+@pytest.mark.parametrize("target", ["canonical", "random"])
+def test_a_canonical_target_is_each_scenes_first_reference_and_a_random_one_varies(target, monkeypatch):
+    data = CaptionedMNIST(limit=300, batch_size=30, target=target)
+    data.setup()
+    drawn = []
+    real_scenes = data.scenes
+
+    def scenes(*args):
+        made = real_scenes(*args)
+        drawn.append(made["references"])
+        return made
+
+    monkeypatch.setattr(data, "scenes", scenes)
+    batch = next(iter(data.training_batches(0)))
+    words = [
+        " ".join(data.vocabulary[token] for token in row[: length - 1])
+        for row, length in zip(batch["captions"].tolist(), batch["lengths"].tolist(), strict=True)
+    ]
+    firsts = [references[0] for references in drawn[0]]
+    assert all(caption in references for caption, references in zip(words, drawn[0], strict=True))
+    assert (words == firsts) == (target == "canonical")
+
+
+def test_every_scheduled_sampling_scene_experiment_trains_on_one_caption_a_scene():
+    paper = get_paper("scheduled_sampling")
+    names = [name for name in paper.experiments if name.startswith("mnist_")]
+    assert len(names) == 6
+    for name in names:
+        for tier in paper.tiers(name):
+            data = repro_config.load(paper.config_path(name, tier))["data"]["init_args"]
+            assert data["target"] == "canonical", (name, tier)

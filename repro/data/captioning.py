@@ -227,6 +227,9 @@ def attention_hits(
     return (same & overlap).any(-1).sum(), named.sum()
 
 
+TARGETS = ("random", "canonical")  # how CaptionedMNIST picks a training scene's caption
+
+
 class CaptionedMNIST(MNISTDataModule):
     """Captioned scenes of 2 or 3 MNIST digits (module docstring): our offline benchmark.
 
@@ -237,6 +240,12 @@ class CaptionedMNIST(MNISTDataModule):
         eval_batch_size: scenes per evaluation batch (memory only).
         limit: keep only the first this-many digits of each MNIST split (smoke tests).
         seed: seeds the training scenes and the reference drawn for each, per epoch (never the fixed sets).
+        target: the training caption of a scene: ``random``, one of its references drawn afresh each time (a
+            corpus with several captions an image); ``canonical``, always its first reference in the grammar's
+            order, so that a scene has one caption. Scheduled Sampling uses ``canonical``: with a drawn
+            reference, a word the model samples from another valid template is followed by targets that
+            continue the drawn one, supervision that contradicts the sampled prefix and penalises scheduled
+            sampling alone. Evaluation always scores against every reference.
     """
 
     input_kind = "images"
@@ -249,10 +258,13 @@ class CaptionedMNIST(MNISTDataModule):
         eval_batch_size: int = 500,
         limit: int | None = None,
         seed: int = 1,
+        target: str = "random",
     ):
         super().__init__()
         if canvas % 8 or canvas < 2 * DIGIT:
             raise ValueError(f"data.canvas must be a multiple of 8 and at least {2 * DIGIT}, not {canvas}")
+        if target not in TARGETS:
+            raise ValueError(f"data.target must be one of {', '.join(TARGETS)}, not {target!r}")
         self.save_hyperparameters()
         self.vocabulary = SCENE_WORDS
         self.word_index = {w: i for i, w in enumerate(SCENE_WORDS)}
@@ -298,7 +310,10 @@ class CaptionedMNIST(MNISTDataModule):
             group = chosen[begin : begin + hp.batch_size]
             group = group[: len(group) - len(group) % world]
             scenes = self.scenes("train", group, rng)
-            targets = [refs[rng.integers(len(refs))].split() for refs in scenes["references"]]
+            if hp.target == "canonical":
+                targets = [refs[0].split() for refs in scenes["references"]]
+            else:
+                targets = [refs[rng.integers(len(refs))].split() for refs in scenes["references"]]
             mine = slice(rank, None, world)
             yield {
                 "images": to_images(scenes["canvases"][mine]),
