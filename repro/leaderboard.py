@@ -80,23 +80,23 @@ def collect(results_root: Path = RESULTS, papers: dict[str, Paper] | None = None
         experiment = paper.experiments.get(exp_name) if paper else None
         notes = {m.key: m.note for m in experiment.metrics} if experiment else {}
         hw = agg.get("hardware")
-        changes = agg.get("expected_changes") or []
+        tier = agg.get("tier") or path.parts[-2]
+        # What every row of this aggregate adds to its note: the ledger's entries that touch this experiment
+        # at this tier (README: Deviations), and when the entry it is judged against was edited after it.
+        shared = []
+        ids = [d.id for d in paper.deviations if d.affects(exp_name, tier)] if paper else []
+        if ids:
+            shared.append(f"deviations: {', '.join(ids)}")
+        if changes := agg.get("expected_changes"):
+            shared.append(f"expected.yaml entry changed after this result, last on {changes[-1]['at'][:10]}")
         for metric in agg.get("metrics", []):
-            note = notes.get(metric["key"], "")
             if experiment is None:
-                note = "no longer in expected.yaml; the aggregate is kept as it was committed"
-            known = metric.get("known_miss")
-            if known and metric.get("verdict") == KNOWN_MISS:
-                note = f"known miss (since {known['since']}): {known['why']}" + (f"; {note}" if note else "")
-            tier = agg.get("tier") or path.parts[-2]
-            ids = [d.id for d in paper.deviations if d.affects(exp_name, tier)] if paper else []
-            if ids:
-                # The ledger's entries that touch this experiment at this tier (README: Deviations).
-                note = f"{note}; deviations: {', '.join(ids)}" if note else f"deviations: {', '.join(ids)}"
-            if changes:
-                # The entry this number is judged against was edited after the result: say when.
-                changed = f"expected.yaml entry changed after this result, last on {changes[-1]['at'][:10]}"
-                note = f"{note}; {changed}" if note else changed
+                own = "no longer in expected.yaml; the aggregate is kept as it was committed"
+            else:
+                own = notes.get(metric["key"], "")
+            known = metric.get("known_miss") if metric.get("verdict") == KNOWN_MISS else None
+            reason = f"known miss (since {known['since']}): {known['why']}" if known else ""
+            note = "; ".join(part for part in (reason, own, *shared) if part)
             rows.append(
                 {
                     "paper": paper_name,
