@@ -164,19 +164,34 @@ def load_plan(paper: Paper, args: argparse.Namespace) -> dict:
     return plan
 
 
+def finished_seeds(plan: dict) -> set[tuple[str, int]]:
+    """The (experiment, seed) pairs of an invocation that it finished: their record is written and their work
+    folder's marker names this invocation."""
+    from repro.train import finished_by
+
+    return {
+        (experiment, seed)
+        for experiment in plan["experiments"]
+        for seed in plan["seeds"]
+        if finished_by(work_dir(plan["paper"], experiment, plan["tier"], seed)) == plan["id"]
+        and results.record_path(plan["paper"], experiment, plan["tier"], seed, Path(plan["out"])).exists()
+    }
+
+
 def seed_states(plan: dict) -> list[tuple[str, int, str]]:
     """(experiment, seed, state) for every seed of an invocation: 'finished' (by this invocation), or where
-    it continues: 'after N finished epochs (checkpoints/...)' or 'from scratch (no checkpoint)'."""
-    from repro.train import finished_by, latest_checkpoint
+    it continues: 'after N finished epochs (checkpoints/...)' or 'from scratch (no checkpoint)'. Only the
+    unfinished seeds' checkpoints are read."""
+    from repro.train import latest_checkpoint
 
+    finished = finished_seeds(plan)
     states = []
     for experiment in plan["experiments"]:
         for seed in plan["seeds"]:
-            work = work_dir(plan["paper"], experiment, plan["tier"], seed)
-            record = results.record_path(plan["paper"], experiment, plan["tier"], seed, Path(plan["out"]))
-            if finished_by(work) == plan["id"] and record.exists():
+            if (experiment, seed) in finished:
                 states.append((experiment, seed, "finished"))
                 continue
+            work = work_dir(plan["paper"], experiment, plan["tier"], seed)
             checkpoint = latest_checkpoint(work / "checkpoints")
             if checkpoint is None:
                 where = "from scratch (no checkpoint)"
@@ -227,7 +242,8 @@ def run_seeds(
 ) -> list[str]:
     """Run every unfinished (experiment, seed) of ``plan`` as its own process; returns the failures. Says the
     plan and its estimated time first; a line per finished seed with its headline number and the time left."""
-    jobs = [(name, seed) for name, seed, state in seed_states(plan) if state != "finished"]
+    finished = finished_seeds(plan)
+    jobs = [(e, seed) for e in plan["experiments"] for seed in plan["seeds"] if (e, seed) not in finished]
     if not jobs:
         return []
     parallel = jobs_at_once or (
@@ -486,7 +502,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             failures = run_seeds(paper, plan, args.jobs, args.progress, args.results)
         except KeyboardInterrupt:
             return 130
-        finished = {(name, seed) for name, seed, state in seed_states(plan) if state == "finished"}
+        finished = finished_seeds(plan)
     seeds = plan["seeds"] if plan else list(range(1, args.seeds + 1))
     this_run, written = [], []
     for e in experiments:
