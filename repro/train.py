@@ -231,18 +231,13 @@ def build_trainer(
             if options.stop_on_nonfinite:
                 trainer.should_stop = True
                 return
+            fix = "lower the learning rate (--set model.lr=...) or check the data"
             if latest_checkpoint(work / "checkpoints") is None:
-                advice = (
-                    "No checkpoint was written yet (the first epoch did not finish), so there is nothing "
-                )
-                advice += (
-                    "to resume: lower the learning rate (--set model.lr=...) or check the data, and rerun."
-                )
+                advice = "No checkpoint was written yet (the first epoch did not finish), so there is "
+                advice += f"nothing to resume: {fix}, and rerun."
             else:
-                advice = (
-                    f"The last good checkpoint is kept in {work / 'checkpoints'}; lower the learning rate "
-                )
-                advice += "(--set model.lr=...) or check the data, then rerun with --resume."
+                advice = f"The last good checkpoint is kept in {work / 'checkpoints'}; {fix}, then rerun "
+                advice += "with --resume."
             raise NonFiniteLossError(f"{self.message}. {advice}")
 
     work.mkdir(parents=True, exist_ok=True)
