@@ -291,8 +291,7 @@ def load_paper(folder: Path) -> Paper:
     )
     headline = tuple(raw.get("headline") or ())
     for i, name in enumerate(headline):
-        if name not in experiments:
-            raise check.fail(f"headline[{i}]", f"no experiment '{name}' in this file")
+        check.experiment_name(name, f"headline[{i}]", experiments)
     deviations = check.deviations(raw.get("deviations"), "deviations", experiments)
     return Paper(folder.name, folder, meta, experiments, replay, headline=headline, deviations=deviations)
 
@@ -423,6 +422,13 @@ class _Checker:
             two_sided=self.boolean(body.get("two_sided", False), f"{where}.two_sided"),
         )
 
+    def experiment_name(self, name: Any, where: str, experiments: dict[str, Experiment]) -> None:
+        """``name`` must be an experiment of this file (replay, headline and ledger entries name them)."""
+        if name not in experiments:
+            close = difflib.get_close_matches(str(name), list(experiments), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise self.fail(where, f"no experiment '{name}' in this file{hint}")
+
     def boolean(self, value: Any, where: str) -> bool:
         if not isinstance(value, bool):
             raise self.fail(where, f"must be true or false, got {value!r}")
@@ -433,8 +439,7 @@ class _Checker:
         self.known_keys(body, where, {"experiment", "tier", "seed", "tolerance"})
         for key in ("experiment", "tier", "seed"):
             self.require(body, key, where)
-        if body["experiment"] not in experiments:
-            raise self.fail(f"{where}.experiment", f"no experiment '{body['experiment']}' in this file")
+        self.experiment_name(body["experiment"], f"{where}.experiment", experiments)
         tier = self.one_of(body["tier"], f"{where}.tier", TIERS)
         seed = body["seed"]
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 1:
@@ -484,10 +489,7 @@ class _Checker:
             exps, every = tuple(experiments), True
         elif isinstance(names, list) and names:
             for name in names:
-                if name not in experiments:
-                    close = difflib.get_close_matches(str(name), list(experiments), n=1)
-                    hint = f"; did you mean '{close[0]}'?" if close else ""
-                    raise self.fail(f"{where}.experiments", f"no experiment '{name}' in this file{hint}")
+                self.experiment_name(name, f"{where}.experiments", experiments)
             exps, every = tuple(names), False
         else:
             raise self.fail(
