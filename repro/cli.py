@@ -572,6 +572,19 @@ def committed_aggregates(paper: Paper, root: Path, tiers: tuple[str, ...] = TIER
                 yield experiment, tier, path
 
 
+def unjudged_aggregates(paper: Paper, root: Path) -> list[str]:
+    """Aggregates under ``root/<paper>/`` that the check does not judge (not at <experiment>/<tier>/ of an
+    experiment in expected.yaml): a result parked outside the gate is a problem, not a silent exception."""
+    judged = {path for _, _, path in committed_aggregates(paper, root)}
+    return [
+        f"{path}: an aggregate that repro check does not judge (not results/{paper.name}/<experiment>/"
+        "<tier>/ of an experiment in expected.yaml): move its records there, or keep them as seed records "
+        "without an aggregate"
+        for path in sorted((root / paper.name).rglob("aggregate.json"))
+        if path not in judged
+    ]
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Re-derive every committed aggregate from its records and the current expected.yaml: any field that
     differs is a problem; an unexpected miss, and a known miss that now passes, fail the check. The data sets
@@ -612,6 +625,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             ]
         if aggregates:
             print_verdicts(paper, aggregates)
+        if not args.tier:
+            problems += unjudged_aggregates(paper, args.results)
     for problem in problems:
         console.print(f"[red]problem:[/] {escape(problem)}")
     for miss in known:

@@ -520,3 +520,16 @@ def test_sigterm_to_a_background_run_stops_its_seeds_and_says_how_to_resume(tmp_
     assert "repro reproduce stack_rnn --tier smoke --resume" in out.replace("\n", " ")
     assert (work / "checkpoints" / "epoch001.ckpt").exists()
     assert not (tmp_path / "runs" / "results" / "stack_rnn" / "stack_anbn" / "smoke" / "seed1.json").exists()
+
+
+def test_an_aggregate_outside_the_judged_layout_is_a_problem(toy, monkeypatch):
+    path = toy([95.0])
+    stray = path.parents[3] / "toy" / "sweep" / "lr_0.1" / "toy" / "exp" / "cpu" / "aggregate.json"
+    results.write_json(stray, results.read_json(path))
+    rc, out = check(monkeypatch, path)
+    assert rc == 1
+    assert f"{stray}: an aggregate that repro check does not judge" in out
+    rc, out = check(
+        monkeypatch, path, "--tier", "cpu"
+    )  # a check of one tier looks only at that tier's folders
+    assert rc == 0, out
