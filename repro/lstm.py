@@ -156,12 +156,17 @@ class LSTMLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+        state: tuple[torch.Tensor, ...] | None = None,
         lower_cells: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
         """Outputs y (``T × B × N``), cells c (``T × B × N``, the next depth-gated layer's lower cells) and
-        the final (y, c). ``lower_cells``: the lower layer's cells (a depth-gated layer with lower=True)."""
-        ys, cs = _Scan.apply(self.flags(), *self.scan_inputs(x, state, lower_cells))
+        the final state: (y, c), and with full gate recurrence (y, c, [i f o]) since the next step reads the
+        last step's gates. ``state``: such a state to start from (zeros when None; an FGR state without its
+        gates starts them at zero). ``lower_cells``: the lower layer's cells (a depth-gated layer with
+        lower=True)."""
+        ys, cs, gates = _Scan.apply(self.flags(), *self.scan_inputs(x, state, lower_cells))
+        if self.weight_gates is not None:
+            return ys, cs, (ys[-1], cs[-1], gates)
         return ys, cs, (ys[-1], cs[-1])
 
     @torch.no_grad()
@@ -194,6 +199,14 @@ class LSTMLayer(nn.Module):
         if state is None:
             zeros = x.new_zeros(batch, n)
             state = (zeros, zeros)
+        fgr = self.weight_gates is not None
+        if len(state) not in ((2, 3) if fgr else (2,)):
+            raise ValueError(
+                f"a state is (y, c){' or (y, c, gates)' if fgr else ''}; got {len(state)} tensors"
+            )
+        gates0 = x.new_empty(0)
+        if fgr:
+            gates0 = state[2] if len(state) == 3 else x.new_zeros(batch, 3 * n)
         inputs = x * self.stabiliser.exp() if self.stabiliser is not None else x
         flat = inputs.reshape(steps * batch, -1)
         projected = torch.addmm(self.bias, flat, self.weight_x.T).view(steps, batch, -1)
@@ -208,6 +221,7 @@ class LSTMLayer(nn.Module):
             state[1],
             *(self.peephole.get(g, empty) for g in ("i", "f", "o", "d")),
             self.weight_gates if self.weight_gates is not None else empty,
+            gates0,
             lower if lower is not None else empty,
             self.depth_lower if cfg.depth_gate and self.lower else empty,
         ]
@@ -268,6 +282,7 @@ def _forward_scan(
     p_o: torch.Tensor,
     p_d: torch.Tensor,
     weight_gates: torch.Tensor,
+    gates0: torch.Tensor,
     lower: torch.Tensor,
     depth_lower: torch.Tensor,
     flags: list[int],
@@ -283,7 +298,7 @@ def _forward_scan(
     fgr = weight_gates.numel() > 0
     empty = y0.new_empty(0)
     y, c = y0, c0
-    gates_prev = y0.new_zeros(y0.shape[0], 3 * n)
+    gates_prev = gates0
     steps = projected.shape[0]
     # Every step writes its values straight into these sequence tensors (out=, through per-step views made
     # once by unbind): stacking per-step lists afterwards copied everything a second time.
@@ -367,6 +382,8 @@ def _backward_scan(
     p_o: torch.Tensor,
     p_d: torch.Tensor,
     weight_gates: torch.Tensor,
+    gates0: torch.Tensor,
+    d_gates_last: torch.Tensor,
     lower: torch.Tensor,
     depth_lower: torch.Tensor,
     flags: list[int],
@@ -374,7 +391,7 @@ def _backward_scan(
     """Gradients of ``_forward_scan``, step by step backwards through time for what flows along the sequence
     (y, c, and with full gate recurrence the gates); the weights' gradients are one product over all steps
     at the end. Returns d projected, d weight_r, d y0, d c0, d p_i, d p_f, d p_o, d p_d, d weight_gates,
-    d lower, d depth_lower (empty where the forward's input was)."""
+    d gates0, d lower, d depth_lower (empty where the forward's input was)."""
     input_gate, forget, output_gate = flags[0] == 1, flags[1], flags[2] == 1
     input_tanh, output_tanh, depth_gate = flags[3] == 1, flags[4] == 1, flags[5] == 1
     steps = ys.shape[0]
@@ -384,7 +401,7 @@ def _backward_scan(
     empty = y0.new_empty(0)
     d_y_next = torch.zeros_like(y0)  # from step t+1's recurrent products
     d_c_next = torch.zeros_like(c0)  # from step t+1's cell update and peepholes
-    d_gates_next = y0.new_zeros(y0.shape[0], 3 * n)  # from step t+1's full gate recurrence
+    d_gates_next = d_gates_last  # from step t+1's full gate recurrence (the final gates' own gradient)
     # Each step's gradients go straight into the sequence tensors, as in the forward.
     d_projected = y0.new_empty(steps, y0.shape[0], recurrent + (n if depth_gate else 0))
     d_lower = _sequence(y0, steps, depth_gate)
@@ -476,7 +493,7 @@ def _backward_scan(
     d_weight_gates = empty
     if fgr:
         gates = torch.cat([is_, fs, os_], 2)
-        gates_prev = torch.cat([torch.zeros_like(gates[:1]), gates[:-1]])
+        gates_prev = torch.cat([gates0.unsqueeze(0), gates[:-1]])
         d_weight_gates = d_rec_all[:, :, n:].flatten(0, 1).t() @ gates_prev.flatten(0, 1)
     d_p_d, d_depth_lower = empty, empty
     if depth_gate:
@@ -494,6 +511,7 @@ def _backward_scan(
         d_p_o,
         d_p_d,
         d_weight_gates,
+        d_gates_next if fgr else empty,
         d_lower,
         d_depth_lower,
     ]
@@ -505,10 +523,10 @@ class _Scan(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, flags, projected, weight_r, y0, c0, p_i, p_f, p_o, p_d, weight_gates, lower, depth_lower
+        ctx, flags, projected, weight_r, y0, c0, p_i, p_f, p_o, p_d, weight_gates, gates0, lower, depth_lower
     ):
         ys, cs, zs, is_, fs, os_, ds, hs = _forward_scan(
-            projected, weight_r, y0, c0, p_i, p_f, p_o, p_d, weight_gates, lower, depth_lower, flags
+            projected, weight_r, y0, c0, p_i, p_f, p_o, p_d, weight_gates, gates0, lower, depth_lower, flags
         )
         ctx.flags = flags
         ctx.save_for_backward(
@@ -528,18 +546,23 @@ class _Scan(torch.autograd.Function):
             p_o,
             p_d,
             weight_gates,
+            gates0,
             lower,
             depth_lower,
         )
-        return ys, cs
+        # The last step's gates, the state an FGR layer hands to its next call.
+        gates = torch.cat([is_[-1], fs[-1], os_[-1]], 1) if weight_gates.numel() else y0.new_empty(0)
+        return ys, cs, gates
 
     @staticmethod
-    def backward(ctx, d_ys, d_cs):
+    def backward(ctx, d_ys, d_cs, d_gates):
         saved = ctx.saved_tensors
-        ys, cs = saved[0], saved[1]
+        ys, cs, gates0 = saved[0], saved[1], saved[16]
         d_ys = torch.zeros_like(ys) if d_ys is None else d_ys.contiguous()
         d_cs = torch.zeros_like(cs) if d_cs is None else d_cs.contiguous()
-        grads = _backward_scan(d_ys, d_cs, *saved, ctx.flags)
+        if d_gates is None or not gates0.numel():
+            d_gates = torch.zeros_like(gates0)
+        grads = _backward_scan(d_ys, d_cs, *saved[:17], d_gates, *saved[17:], ctx.flags)
         return None, *(g if g.numel() else None for g in grads)
 
 

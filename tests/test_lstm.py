@@ -286,6 +286,51 @@ def test_fgr_with_zero_gate_recurrence_is_vanilla_and_otherwise_not():
     torch.testing.assert_close(layer(x, state)[0], vanilla(x, state)[0], rtol=0, atol=1e-15)
 
 
+def test_fgr_carries_its_gate_history_in_the_state():
+    """A sequence run in two calls, the second starting from the first's final state (y, c, gates), equals
+    one call over the whole sequence, values and gradients: truncated BPTT over an FGR layer sees the same
+    network as full BPTT (a history reset to zero at each call differs at the second call's first step)."""
+    layer, x, state, _ = layer_and_input("FGR", size=(6, 2, 3, 4))
+    x.requires_grad_(True)
+    y_whole, c_whole, final_whole = layer(x, state)
+    y_first, c_first, carried = layer(x[:2], state)
+    assert len(carried) == 3 and carried[2].shape == (2, 3 * 4)
+    y_rest, c_rest, final_rest = layer(x[2:], carried)
+    split = (torch.cat([y_first, y_rest]), torch.cat([c_first, c_rest]))
+    torch.testing.assert_close(split[0], y_whole, rtol=0, atol=1e-12)
+    torch.testing.assert_close(split[1], c_whole, rtol=0, atol=1e-12)
+    for ours, theirs in zip(final_rest, final_whole, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    for ours, theirs in zip(
+        grads(layer, (*split, final_rest[2]), [x]),
+        grads(layer, (y_whole, c_whole, final_whole[2]), [x]),
+        strict=True,
+    ):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-10)
+    # The second call without the gates starts them at zero, and so computes something else.
+    assert not torch.allclose(layer(x[2:], carried[:2])[0], y_rest)
+
+
+def test_fgr_gradcheck_through_the_carried_gates():
+    layer, x, state, _ = layer_and_input("FGR", size=(3, 2, 2, 3))
+    gates0 = torch.rand(2, 9)
+    inputs = [x, *state, gates0]
+    for tensor in inputs:
+        tensor.requires_grad_(True)
+
+    def run(x, y0, c0, g0):
+        y, c, final = layer(x, (y0, c0, g0))
+        return y, c, final[2]
+
+    assert torch.autograd.gradcheck(run, inputs)
+
+
+def test_a_state_of_the_wrong_length_is_refused():
+    layer, x, state, _ = layer_and_input("vanilla")
+    with pytest.raises(ValueError, match=r"a state is \(y, c\); got 3"):
+        layer(x, (*state, state[0]))
+
+
 def test_depth_gate_adds_the_gated_lower_cell():
     layer, x, state, lower_cells = layer_and_input("dglstm", lower=True)
     v = layer.trace(x, state, lower_cells)
