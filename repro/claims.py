@@ -96,7 +96,7 @@ def judge(claim: Claim, aggregates: Aggregates, tier: str) -> dict[str, Any]:
                 margin = -(pair["better"]["std"] + pair["worse"]["std"])
         out["margin"] = margin if not isinstance(margin, str) else None
         holds = not problems and gains[0] >= margin - 1e-9
-        detail = f"gain {_signed(gains[0])} >= margin {_signed(margin)}" if not problems else ""
+        detail = f"gain {_signed(gains[0])} >= margin {fmt(margin)}" if not problems else ""
     out["holds"] = holds
     known = claim.known_miss_at(tier)
     out["known_miss"] = {"why": known.why, "since": known.since} if known else None
