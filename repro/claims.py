@@ -18,6 +18,7 @@ records, the leaderboard the committed aggregate files.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -58,43 +59,46 @@ def side_value(aggregate: dict[str, Any], side: Side) -> tuple[float | None, flo
 
 def judge(claim: Claim, aggregates: Aggregates, tier: str) -> dict[str, Any]:
     """One claim at one tier: its pairs' values and gains, whether it holds, and its verdict."""
+    missing = [name for name in claim.experiments if (name, tier) not in aggregates]
+    pairs = [_pair(pair, aggregates, tier) for pair in claim.pairs]
     out: dict[str, Any] = {
         "id": claim.id,
         "statement": claim.statement,
         "source": claim.source,
         "evidence": claim.evidence,
+        "note": claim.note,
         "tier": tier,
         "gated": claim.gates_at(tier),
         "relation": "grows" if claim.grows else "beats",
-        "experiments": list(claim.experiments),
-        "known_miss": None,
-        "pairs": [],
-        "margin": None if claim.grows else claim.margin,
+        "pairs": pairs,
+        "declared_margin": None if claim.grows else claim.margin,
+        "margin": None,  # the margin judged against (-spread resolved); None for grows
         "holds": None,
+        "known_miss": None,
     }
-    missing = [name for name in claim.experiments if (name, tier) not in aggregates]
     if missing:
         out["verdict"] = NOT_RUN
         out["text"] = f"not run: no {tier} aggregate of {', '.join(missing)}"
         return out
-    problems = []
-    for pair in claim.pairs:
-        row = _pair(pair, aggregates, tier)
-        out["pairs"].append(row)
-        problems += row.pop("problems")
-    gains = [p["gain"] for p in out["pairs"]]
+    problems = [
+        f"{side['experiment']} reports no {side['metric']}"
+        for pair in pairs
+        for side in (pair["better"], pair["worse"])
+        if side["value"] is None
+    ]
+    gains = [p["gain"] for p in pairs]
     if claim.grows:
         holds = not problems and all(a < b for a, b in zip(gains, gains[1:], strict=False))
-        detail = "gains " + " < ".join(_signed(g) for g in gains) if not problems else ""
+        detail = "gains " + " < ".join(_signed(g) for g in gains)
     else:
         margin = claim.margin
         if margin == SPREAD and not problems:
-            (pair,) = out["pairs"]
+            (pair,) = pairs
             if min(pair["better"]["n"], pair["worse"]["n"]) < 2:
                 problems.append("the seed spread needs two seeds of each")
             else:
                 margin = -(pair["better"]["std"] + pair["worse"]["std"])
-        out["margin"] = margin if not isinstance(margin, str) else None
+        out["margin"] = None if isinstance(margin, str) else margin
         holds = not problems and gains[0] >= margin - 1e-9
         detail = f"gain {_signed(gains[0])} >= margin {fmt(margin)}" if not problems else ""
     out["holds"] = holds
@@ -106,21 +110,21 @@ def judge(claim: Claim, aggregates: Aggregates, tier: str) -> dict[str, Any]:
         out["verdict"] = PASS
     else:
         out["verdict"] = KNOWN_MISS if known else MISS
-    values = "; ".join(_pair_text(p) for p in out["pairs"])
+    values = "; ".join(_pair_text(p) for p in pairs)
     verdict = "holds" if holds else "does not hold"
     out["text"] = f"{values}: " + (
-        detail + f": {verdict}" if detail else f"{verdict} ({'; '.join(problems)})"
+        f"{verdict} ({'; '.join(problems)})" if problems else f"{detail}: {verdict}"
     )
     return out
 
 
 def _pair(pair: Pair, aggregates: Aggregates, tier: str) -> dict[str, Any]:
-    row: dict[str, Any] = {"direction": pair.direction, "problems": []}
+    """Both sides of a pair with what their aggregates at ``tier`` report (nothing where there is none)."""
+    row: dict[str, Any] = {"direction": pair.direction}
     for name, side in (("better", pair.better), ("worse", pair.worse)):
-        value, std, n = side_value(aggregates[(side.experiment, tier)], side)
+        found = aggregates.get((side.experiment, tier))
+        value, std, n = side_value(found, side) if found is not None else (None, None, 0)
         row[name] = {"experiment": side.experiment, "metric": side.metric, "value": value, "std": std, "n": n}
-        if value is None:
-            row["problems"].append(f"{side.experiment} reports no {side.metric}")
     better, worse = row["better"]["value"], row["worse"]["value"]
     if better is None or worse is None:
         row["gain"] = None
@@ -129,23 +133,83 @@ def _pair(pair: Pair, aggregates: Aggregates, tier: str) -> dict[str, Any]:
     return row
 
 
-def _signed(value: float) -> str:
-    return ("+" if value > 0 else "") + fmt(value)
+def _signed(value: float | None) -> str:
+    return "–" if value is None else ("+" if value > 0 else "") + fmt(value)
 
 
 def _pair_text(pair: dict[str, Any]) -> str:
     better, worse = pair["better"], pair["worse"]
-    metric = (
-        better["metric"]
-        if better["metric"] == worse["metric"]
-        else f"{better['metric']} vs {worse['metric']}"
-    )
     return (
         f"{better['experiment']} {fmt(better['value'])} vs {worse['experiment']} {fmt(worse['value'])} "
-        f"({metric}, {'higher' if pair['direction'] == 'higher' else 'lower'} is better)"
+        f"({_metrics(pair)}, {pair['direction']} is better)"
     )
+
+
+def _metrics(pair: dict[str, Any]) -> str:
+    better, worse = pair["better"]["metric"], pair["worse"]["metric"]
+    return better if better == worse else f"{better} vs {worse}"
 
 
 def passing_known_misses(judged: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The judged claims that carry a known-miss mark at their tier and hold: the mark must go."""
     return [c for c in judged if c["known_miss"] and c["verdict"] == PASS]
+
+
+VERDICTS = (PASS, MISS, KNOWN_MISS, SHOWN, NOT_RUN)  # the order summaries count them in
+
+
+def summary(judged: list[dict[str, Any]]) -> str:
+    """'5 claims: 1 PASS, 2 SHOWN, 2 NOT RUN' (a claim judged at two tiers counts twice)."""
+    counts = Counter(c["verdict"] for c in judged)
+    parts = [f"{counts[v]} {v}" for v in VERDICTS if counts[v]]
+    return f"{len(judged)} claim{'' if len(judged) == 1 else 's'}" + (
+        ": " + ", ".join(parts) if parts else ""
+    )
+
+
+COLUMNS = ("claim", "statement", "compared", "values", "margin", "verdict", "tier", "note")
+
+
+def cells(claim: dict[str, Any]) -> dict[str, str]:
+    """A judged claim as the leaderboard's and the READMEs' tables show it, a text per ``COLUMNS``."""
+    pairs = claim["pairs"]
+    compared = "; ".join(
+        f"{p['better']['experiment']} > {p['worse']['experiment']} ({_metrics(p)})" for p in pairs
+    )
+    if claim["verdict"] == NOT_RUN:
+        values = "–"
+    elif claim["relation"] == "beats":
+        (pair,) = pairs
+        values = (
+            f"{fmt(pair['better']['value'])} vs {fmt(pair['worse']['value'])}, gain {_signed(pair['gain'])}"
+        )
+    else:
+        values = "gains " + ", ".join(_signed(p["gain"]) for p in pairs)
+    if claim["relation"] == "grows":
+        margin = "each gain larger than the one before"
+    elif claim["declared_margin"] == SPREAD:
+        margin = "minus the seed spread" + (
+            f" ({fmt(claim['margin'])})" if claim["margin"] is not None else ""
+        )
+    else:
+        margin = fmt(claim["declared_margin"]) if claim["declared_margin"] else "0"
+    known = claim["known_miss"] if claim["verdict"] == KNOWN_MISS else None
+    judged = claim["verdict"] != NOT_RUN
+    parts = (
+        claim["text"] if not judged else "",
+        f"known miss (since {known['since']}): {known['why']}" if known else "",
+        "holds" if claim["holds"] else "does not hold" if judged else "",
+        "" if claim["gated"] or not judged else "not gated",
+        f"[{claim['evidence']}] {claim['source']}",
+        claim["note"],
+    )
+    return {
+        "claim": claim["id"],
+        "statement": claim["statement"],
+        "compared": compared,
+        "values": values,
+        "margin": margin,
+        "verdict": claim["verdict"],
+        "tier": claim["tier"],
+        "note": "; ".join(part for part in parts if part),
+    }

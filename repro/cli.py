@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -654,16 +653,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         console.print(f"[red]MISS:[/] {escape(miss)}")
     console.print(
         f"checked {checked} aggregates: {len(missed)} missed, {len(known)} known misses, "
-        f"{len(problems)} problems; {claims_summary(judged_claims)}"
+        f"{len(problems)} problems; {claims_lib.summary(judged_claims)}"
     )
     return 1 if missed or problems else 0
-
-
-def claims_summary(judged: list[dict[str, Any]]) -> str:
-    """'5 claims: 1 PASS, 2 SHOWN, 2 NOT RUN' (the misses are counted with the aggregates' too)."""
-    counts = Counter(c["verdict"] for c in judged)
-    order = [v for v in ("PASS", "MISS", "MISS (known)", "SHOWN", "NOT RUN") if counts[v]]
-    return f"{len(judged)} claims" + (": " + ", ".join(f"{counts[v]} {v}" for v in order) if judged else "")
 
 
 def print_claims(paper: Paper, judged: list[dict[str, Any]]) -> None:

@@ -56,7 +56,7 @@ def test_a_claim_that_holds_passes_the_check(toy):
     assert rc == 0, out
     assert "exp-beats-base" in out and "exp beats base" in out
     assert "exp 95.0 vs base 93.0 (acc, higher is better): gain +2.00 >= margin 0: holds" in out
-    assert "checked 2 aggregates: 0 missed, 0 known misses, 0 problems; 1 claims: 1 PASS" in out
+    assert "checked 2 aggregates: 0 missed, 0 known misses, 0 problems; 1 claim: 1 PASS" in out
 
 
 def test_a_claim_short_of_its_margin_fails_the_check(toy):
@@ -67,7 +67,7 @@ def test_a_claim_short_of_its_margin_fails_the_check(toy):
     assert rc == 1, out
     assert "gain +2.00 >= margin 3.00: does not hold" in out
     assert "MISS: toy claim 'exp-beats-base' [cpu]" in out
-    assert "1 missed" in out and "1 claims: 1 MISS" in out
+    assert "1 missed" in out and "1 claim: 1 MISS" in out
 
 
 def test_the_margin_is_inclusive_and_a_loss_fails_at_margin_zero(toy):
@@ -148,7 +148,7 @@ def test_grows_needs_each_gain_strictly_larger(toy, weak_acc, holds):
     rc, out = check()
     assert rc == (0 if holds else 1), out
     assert f"gains +2.00 < {'+' if weak_acc < 93 else ''}{93 - weak_acc:.2f}" in out
-    assert ("1 claims: 1 PASS" if holds else "1 claims: 1 MISS") in out
+    assert ("1 claim: 1 PASS" if holds else "1 claim: 1 MISS") in out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_a_known_miss_stays_in_the_gate_and_fails_the_check_once_it_holds(toy):
     assert rc == 0, out
     assert "MISS (known): measured: exp 93 against base 95" in out
     assert "MISS (known): toy claim 'exp-beats-base' [cpu]" in out
-    assert "0 missed, 1 known misses, 0 problems; 1 claims: 1 MISS (known)" in out
+    assert "0 missed, 1 known misses, 0 problems; 1 claim: 1 MISS (known)" in out
     check = toy(body, {("exp", CPU): one(96.0), ("base", CPU): one(95.0)})
     rc, out = check()
     assert rc == 1
@@ -180,7 +180,7 @@ def test_a_missing_aggregate_is_not_run_never_a_failure(toy):
     assert "not run: no cpu aggregate of base" in out and "not run: no full aggregate of base" in out
     assert "2 claims: 2 NOT RUN" in out
     rc, out = check("--tier", "full")
-    assert rc == 0 and "1 claims: 1 NOT RUN" in out
+    assert rc == 0 and "1 claim: 1 NOT RUN" in out
 
 
 def test_an_aggregate_that_changes_flips_the_claim_in_the_check(toy):
@@ -212,7 +212,7 @@ def test_an_ungated_claim_is_shown_whether_or_not_it_holds(toy):
         check = toy(body, {("exp", CPU): one(90.0), ("base", CPU): one(95.0)})
         rc, out = check()
         assert rc == 0, out
-        assert "does not hold" in out and "SHOWN (not gated)" in out and "1 claims: 1 SHOWN" in out
+        assert "does not hold" in out and "SHOWN (not gated)" in out and "1 claim: 1 SHOWN" in out
 
 
 def test_unverified_never_gates():
