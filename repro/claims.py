@@ -174,7 +174,7 @@ def cells(claim: dict[str, Any]) -> dict[str, str]:
     """A judged claim as the leaderboard's and the READMEs' tables show it, a text per ``COLUMNS``."""
     pairs = claim["pairs"]
     compared = "; ".join(
-        f"{p['better']['experiment']} > {p['worse']['experiment']} ({_metrics(p)})" for p in pairs
+        f"{p['better']['experiment']} over {p['worse']['experiment']} ({_metrics(p)})" for p in pairs
     )
     if claim["verdict"] == NOT_RUN:
         values = "–"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from repro import claims, cli, evidence, results
-from repro.papers import SPREAD, Claim, load_paper
+from repro import claims, cli, evidence, leaderboard, results
+from repro.leaderboard import CLAIMS_END, CLAIMS_START
+from repro.papers import SPREAD, Claim, discover, load_paper
 from repro.verdict import MISS, NOT_RUN, PASS
 from tests.test_evidence import run_cli
 from tests.toy import assert_rejected, beats, toy_with_claims, write_paper
@@ -372,3 +373,83 @@ def test_a_valid_claim_loads(tmp_path):
     assert first.experiments == ("exp", "base") and first.pairs[0].direction == "higher"
     assert second.grows and second.experiments == ("exp", "base", "weak") and second.gate == ()
     assert load_paper(write_paper(tmp_path, toy_with_claims()).parent).claims == ()
+
+
+# --------------------------------------------------------------------------------------------------
+# the generated views: the leaderboard's claims tables and each README's
+
+
+def test_the_leaderboard_shows_each_claim_with_its_values_and_verdict(toy, tmp_path):
+    body = toy_with_claims(
+        beats("exp", "base", margin=1.5, tiers=["cpu", "full"]), beats("base", "weak", gate=[], id="shown")
+    )
+    toy(body, {("exp", CPU): one(95.0), ("base", CPU): one(93.0), ("weak", CPU): one(94.0)})
+    papers = {"toy": load_paper(tmp_path / "papers" / "toy")}
+    md, page = leaderboard.build(tmp_path / "results", papers=papers)
+    text = md.read_text()
+    assert "**Summary:** 6 metric rows: 1 PASS, 5 SHOWN; 3 claims: 1 PASS, 1 SHOWN, 1 NOT RUN." in text
+    assert "### Claims (3 claims: 1 PASS, 1 SHOWN, 1 NOT RUN)" in text
+    assert (
+        "| `exp-beats-base` | exp beats base | exp over base (acc) | 95.0 vs 93.0, gain +2.00 | 1.50 "
+        "| **PASS** | cpu | holds; [paper] Table 1 |" in text
+    )
+    assert (
+        "| `exp-beats-base` | exp beats base | exp over base (acc) | – | 1.50 | **NOT RUN** | full |" in text
+    )
+    assert "not run: no full aggregate of exp, base" in text
+    assert (
+        "| `shown` | base beats weak | base over weak (acc) | 93.0 vs 94.0, gain -1.00 | 0 | **SHOWN** "
+        "| cpu |" in text
+    )
+    assert "does not hold; not gated" in text
+    html = page.read_text()
+    assert '<table class="claims">' in html and "Claims (3 claims: 1 PASS, 1 SHOWN, 1 NOT RUN)" in html
+    assert '<td class="pass">PASS</td>' in html
+    # new evidence that flips the claim shows in the next leaderboard
+    toy(body, {("base", CPU): [{"acc": 93.0, "loss": 1}, {"acc": 99.0, "loss": 1}]})
+    md, _ = leaderboard.build(tmp_path / "results", papers=papers)
+    assert "95.0 vs 99.0, gain -4.00 | 1.50 | **MISS** | cpu |" in md.read_text()
+
+
+def test_sync_claims_rewrites_only_between_its_markers(toy, tmp_path):
+    toy(toy_with_claims(beats("exp", "base")), {("exp", CPU): one(95.0), ("base", CPU): one(93.0)})
+    paper = load_paper(tmp_path / "papers" / "toy")
+    readme = paper.folder / "README.md"
+    readme.write_text(f"# Toy\n\nprose\n{CLAIMS_START}\nstale\n{CLAIMS_END}\nafter\n")
+    judged = leaderboard.collect_claims(tmp_path / "results", {"toy": paper})
+    leaderboard.sync_claims({"toy": paper}, judged)
+    text = readme.read_text()
+    assert text.startswith(f"# Toy\n\nprose\n{CLAIMS_START}\n") and text.endswith(f"{CLAIMS_END}\nafter\n")
+    assert "stale" not in text
+    assert "by `make leaderboard`: 1 claim: 1 PASS." in text
+    assert (
+        "| `exp-beats-base` | exp beats base | exp over base (acc) | 95.0 vs 93.0, gain +2.00 | 0 "
+        "| **PASS** |" in text
+    )
+    once = text
+    leaderboard.sync_claims({"toy": paper}, judged)
+    assert readme.read_text() == once  # regenerating changes nothing
+
+
+PAPERS = discover()
+
+
+@pytest.mark.parametrize("name", sorted(PAPERS))
+def test_readme_holds_the_generated_claims_table(name):
+    """A paper with claims has the claims markers in its README, and what is between them (in any README that
+    has them) is what `make leaderboard` writes from the committed aggregates."""
+    paper = PAPERS[name]
+    text = (paper.folder / "README.md").read_text()
+    if paper.claims:
+        assert text.count(CLAIMS_START) == 1 and text.count(CLAIMS_END) == 1, (
+            f"{name}: expected.yaml declares claims but README.md has no {CLAIMS_START} ... {CLAIMS_END}"
+        )
+    if CLAIMS_START not in text:
+        return
+    current = text.split(CLAIMS_START, 1)[1].split(CLAIMS_END, 1)[0]
+    judged = leaderboard.collect_claims(leaderboard.RESULTS_IN_REPO, {name: paper})
+    assert current == "\n" + "\n".join(leaderboard.claims_section(judged)) + "\n", (
+        f"{name}: the README's claims table is stale; run `make leaderboard`"
+    )
+    for claim in paper.claims:
+        assert f"| `{claim.id}` |" in current
