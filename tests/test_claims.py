@@ -472,7 +472,12 @@ def test_the_declared_claims_gate_where_their_comments_say():
                 judged[(claim.id, "cpu")]["verdict"] == "SHOWN"
                 and judged[(claim.id, "cpu")]["holds"] is False
             )
-    (check,) = chosen["depth_gated_lstm"].claims
+    claims = {claim.id: claim for claim in chosen["depth_gated_lstm"].claims}
+    check = claims["dglstm-not-worse-2x200"]
     assert check.gate == ("cpu",) and check.margin == SPREAD
+    # The depth sweep: its trend gates at cpu, each depth's comparison is only shown.
+    assert claims["dglstm-gain-grows-with-depth"].gate == ("cpu",)
+    assert len(claims["dglstm-gain-grows-with-depth"].pairs) == 3
+    assert all(claims[f"dglstm-beats-lstm-{k}x100"].gate == () for k in (1, 2, 3))
     assert judged[(check.id, "cpu")]["verdict"] == PASS
     assert judged[(check.id, "cpu")]["margin"] == pytest.approx(-(0.41605654257913477 + 0.424059251435698))
