@@ -161,14 +161,14 @@ class Decoder(nn.Module):
         self.stack = Stack(FRAME if conditional else 1, hidden_size, layers, peepholes)
         self.readout = nn.Linear(hidden_size, FRAME)
 
-    def teacher_forced(self, state, previous: torch.Tensor) -> torch.Tensor:
-        """Logits of every step (T × B × 4096) given the true previous frames (T × B × 4096; the first
-        step's, zeros, is replaced here)."""
-        steps, batch = previous.shape[:2]
+    def teacher_forced(self, state, targets: torch.Tensor) -> torch.Tensor:
+        """Logits of every step (T × B × 4096) for the targets (T × B × 4096): step t reads target t - 1
+        (the true previous frame), step 0 zeros."""
+        steps, batch = targets.shape[:2]
         if self.conditional:
-            inputs = torch.cat([previous.new_zeros(1, batch, FRAME), previous[1:]])
+            inputs = torch.cat([targets.new_zeros(1, batch, FRAME), targets[:-1]])
         else:
-            inputs = previous.new_zeros(steps, batch, 1)
+            inputs = targets.new_zeros(steps, batch, 1)
         y, _ = self.stack(inputs, state)
         return self.readout(y)
 
