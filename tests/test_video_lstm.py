@@ -197,6 +197,21 @@ def test_conditional_future_decoder_reads_truth_in_training_and_its_own_output_a
     assert not torch.equal(net(changed)["future"][0], net(x)["future"][0])
 
 
+def test_test_metrics_score_the_generated_predictions_not_teacher_forcing():
+    torch.manual_seed(0)
+    # weights large enough that the decoder's input visibly moves its output
+    module = VideoLSTMModule(hidden_size=8, reconstruct=False, conditional_future=True, init_scale=0.3)
+    batch = {"frames": torch.rand(2, 20, 64, 64, generator=torch.Generator().manual_seed(1))}
+    module.test_step(batch, 0)
+    reported = module.test_scores.compute()["future_loss"].float()
+    x = module.time_major(batch)
+    generated, target = module.net(x, generate=True)["future"]
+    teacher, _ = module.net(x)["future"]
+    assert torch.allclose(reported, bernoulli_logits(generated, target).mean(1), rtol=1e-5)
+    forced = bernoulli_logits(teacher, target).mean(1)
+    assert (reported[1:] - forced[1:]).abs().min() > 0.1  # nats (float noise is ~1e-3); step 1 reads zeros
+
+
 def test_unconditional_decoder_reads_nothing():
     net = VideoLSTM(hidden_size=8, reconstruct=False)
     x = frames()
@@ -408,3 +423,17 @@ def test_figures_draw_strips_and_an_animation_from_the_record(smoke_run):
     names = {p.name for p in paths}
     assert {"strips_composite_cond_smoke.png", "sequence_composite_cond_smoke.gif"} <= names
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_bench_quick_times_both_layers_and_writes_its_json(tmp_path):
+    import json
+
+    from papers.video_lstm import bench
+
+    out = tmp_path / "bench" / "video_lstm.json"
+    report = bench.main(out, quick=True)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    runs_ = report["training"]
+    assert set(runs_) == {"peepholes (repro.lstm.LSTMLayer)", "no peepholes (torch.nn.LSTM)"}
+    for run in runs_.values():
+        assert run["frames_per_s"] == pytest.approx(4 * 20 / run["seconds_per_step"], rel=0.01)
