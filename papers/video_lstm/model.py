@@ -405,7 +405,7 @@ class VideoLSTMModule(L.LightningModule):
     @torch.no_grad()
     def examples(self) -> dict:
         """The first test sequences, their reconstructions (in time order) and predictions, as uint8."""
-        data = self.trainer.datamodule if self.trainer is not None else None
+        data = self.trainer.datamodule
         if data is None or not hasattr(data, "fixed_set"):
             return {}
         frames = np.asarray(data.fixed_set("test")[:EXAMPLES])
