@@ -212,6 +212,15 @@ def test_test_metrics_score_the_generated_predictions_not_teacher_forcing():
     assert (reported[1:] - forced[1:]).abs().min() > 0.1  # nats (float noise is ~1e-3); step 1 reads zeros
 
 
+def test_autoencoder_reports_the_reconstruction_only():
+    module = VideoLSTMModule(hidden_size=8, predict=False)
+    assert set(module.net.decoders) == {"reconstruction"}
+    module.test_step({"frames": torch.rand(2, 20, 64, 64)}, 0)
+    assert set(module.test_scores.compute()) == {"reconstruction_loss", "reconstruction_floor"}
+    with pytest.raises(ValueError, match="needs a reconstruction decoder, a future decoder or both"):
+        VideoLSTM(hidden_size=8, reconstruct=False, predict=False)
+
+
 def test_unconditional_decoder_reads_nothing():
     net = VideoLSTM(hidden_size=8, reconstruct=False)
     x = frames()
