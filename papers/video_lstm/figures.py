@@ -167,7 +167,8 @@ def make_figures(results_dir: Path, tier: str) -> list[Path]:
         if not records:
             continue
         record = min(records, key=lambda r: r.get("seed", 0))
-        drawn[name] = record
+        if "future_loss" in record.get("details", {}).get("per_frame", {}):
+            drawn[name] = record  # the autoencoder predicts no future
         examples = record.get("details", {}).get("examples")
         if not examples:
             continue
