@@ -36,6 +36,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from repro import claims as claims_lib
 from repro import evidence as evidence_lib
 from repro import replay, results
 from repro.config import ConfigError
@@ -592,6 +593,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     papers = [get_paper(args.paper)] if args.paper else list(discover().values())
     tiers = (args.tier,) if args.tier else TIERS
     missed, known, problems, checked = [], [], [], 0
+    judged_claims = []
     for paper in papers:
         aggregates = []
         for experiment, tier, path in committed_aggregates(paper, args.results, tiers):
@@ -625,6 +627,22 @@ def cmd_check(args: argparse.Namespace) -> int:
             ]
         if aggregates:
             print_verdicts(paper, aggregates)
+        # The claims compare the aggregates just re-derived from the committed records, so a changed record
+        # that flips a claim shows here, whatever the aggregate file says.
+        judged = claims_lib.judge_all(paper, {(a["experiment"], a["tier"]): a for a in aggregates}, tiers)
+        print_claims(paper, judged)
+        for claim in judged:
+            where = f"{paper.name} claim '{claim['id']}' [{claim['tier']}]"
+            if claim["verdict"] == MISS:
+                missed.append(where)
+            elif claim["verdict"] == KNOWN_MISS:
+                known.append(where)
+        problems += [
+            f"{paper.name} claim '{c['id']}' [{c['tier']}] is marked as a known miss in expected.yaml but "
+            "now holds: remove the mark"
+            for c in claims_lib.passing_known_misses(judged)
+        ]
+        judged_claims += judged
         if not args.tier:
             problems += unjudged_aggregates(paper, args.results)
     for problem in problems:
@@ -635,9 +653,31 @@ def cmd_check(args: argparse.Namespace) -> int:
         console.print(f"[red]MISS:[/] {escape(miss)}")
     console.print(
         f"checked {checked} aggregates: {len(missed)} missed, {len(known)} known misses, "
-        f"{len(problems)} problems"
+        f"{len(problems)} problems; {claims_lib.summary(judged_claims)}"
     )
     return 1 if missed or problems else 0
+
+
+def print_claims(paper: Paper, judged: list[dict[str, Any]]) -> None:
+    """A row per claim and tier: the statement, the compared values, the verdict."""
+    if not judged:
+        return
+    table = Table(title=f"{paper.title} ({paper.name}): claims")
+    for column in ("claim", "statement", "evidence", "values", "tier", "verdict"):
+        table.add_column(column, overflow="fold")
+    for claim in judged:
+        verdict = claim["verdict"]
+        gated = "" if claim["gated"] or verdict == "NOT RUN" else " (not gated)"
+        known = f": {claim['known_miss']['why']}" if verdict == KNOWN_MISS else ""
+        table.add_row(
+            claim["id"],
+            escape(claim["statement"]),
+            escape(f"[{claim['evidence']}]"),
+            escape(claim["text"]),
+            claim["tier"],
+            f"[{VERDICT_STYLE.get(verdict, '')}]{verdict}[/]{gated}" + escape(known),
+        )
+    console.print(table)
 
 
 def latest_verdicts(paper: Paper, experiment: Experiment, root: Path) -> str:

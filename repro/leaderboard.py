@@ -4,9 +4,11 @@
 a row for every experiment of a discovered paper that has no aggregate yet (not implemented, data absent, or
 simply not run), so a missing result is visible instead of silently absent. :func:`build` writes two views
 of the same rows: ``results/LEADERBOARD.md`` (reviewed in git diffs, so its output is deterministic) and
-``results/leaderboard.html`` (one static page: a summary card per paper with its headline numbers and main
-figure, the misses with their causes, then every row grouped by paper, filterable and sortable);
-:func:`log_wandb` sends them to W&B.
+``results/leaderboard.html`` (one static page: a summary card per paper with its headline numbers, its claims
+and main figure, the misses with their causes, then every row grouped by paper, filterable and sortable);
+:func:`collect_claims` judges every paper's claims (``claims:`` of expected.yaml, repro/claims.py) from the
+same aggregates, for a claims table per paper in both views and in each paper's README. :func:`log_wandb`
+sends the rows to W&B.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from repro import claims as claims_lib
 from repro.evidence import mean_wall_seconds
 from repro.papers import TIERS, Experiment, Paper, discover
 from repro.results import RESULTS, ROOT, atomic_write_text, hardware_label, read_json
@@ -59,6 +62,12 @@ EXPLANATION = (
     "present; NOT IMPLEMENTED: the suite does not implement it; NO RESULT: no aggregate committed yet. The "
     "tag after a published number says where it comes from: [paper], [code], [secondary] or [unverified]; "
     "an [unverified] number never gates."
+)
+CLAIMS_EXPLANATION = (
+    "A claim relates experiments (`claims:` in expected.yaml): the first beats the second by at least the "
+    "margin on the numbers their aggregates report, or (grows) each pair's gain is larger than the one "
+    "before. PASS / MISS: a gated claim holds / does not; MISS (known): a gated miss expected.yaml records; "
+    "SHOWN: judged, not gated; NOT RUN: an experiment it compares has no aggregate at that tier."
 )
 
 # -----------------------------------------------------------------------------
@@ -122,6 +131,19 @@ def collect(results_root: Path = RESULTS, papers: dict[str, Paper] | None = None
             if (paper.name, experiment.name) not in seen:
                 rows.extend(_missing_rows(paper, experiment))
     return sorted(rows, key=_sort_key(papers))
+
+
+def collect_claims(
+    results_root: Path = RESULTS, papers: dict[str, Paper] | None = None
+) -> list[dict[str, Any]]:
+    """Every claim of every paper judged at each of its tiers from the committed aggregates under
+    ``results_root`` (repro/claims.py), with its paper's name: papers alphabetically, claims in file order."""
+    papers = discover() if papers is None else papers
+    return [
+        {"paper": name, **claim}
+        for name, paper in sorted(papers.items())
+        for claim in claims_lib.judge_all(paper, claims_lib.committed(paper, Path(results_root)))
+    ]
 
 
 def _missing_rows(paper: Paper, experiment: Experiment) -> list[dict[str, Any]]:
@@ -258,11 +280,30 @@ def markdown_table(group: list[dict[str, Any]], link_prefix: str = "") -> list[s
     return lines
 
 
-def write_markdown(rows: list[dict[str, Any]], path: Path) -> Path:
+def claims_table(judged: list[dict[str, Any]]) -> list[str]:
+    """One paper's judged claims as a Markdown table (the leaderboard's and the paper README's)."""
+    lines = ["| " + " | ".join(claims_lib.COLUMNS) + " |", "|" + "---|" * len(claims_lib.COLUMNS)]
+    for claim in judged:
+        cells = claims_lib.cells(claim)
+        cells["verdict"] = f"**{cells['verdict']}**"
+        cells["claim"] = f"`{cells['claim']}`"
+        lines.append("| " + " | ".join(_md(cells[c]) for c in claims_lib.COLUMNS) + " |")
+    return lines
+
+
+def _with_claims(text: str, judged: list[dict[str, Any]]) -> str:
+    """A summary of metric rows, and of the claims where there are any."""
+    return f"{text}; {claims_lib.summary(judged)}" if judged else text
+
+
+def write_markdown(
+    rows: list[dict[str, Any]], path: Path, judged: list[dict[str, Any]] | None = None
+) -> Path:
+    judged = judged or []
     lines = [
         "# Leaderboard",
         "",
-        f"**Summary:** {summary(rows)}.",
+        f"**Summary:** {_with_claims(summary(rows), judged)}.",
         "",
         EXPLANATION,
         "",
@@ -272,6 +313,9 @@ def write_markdown(rows: list[dict[str, Any]], path: Path) -> Path:
         title = group[0]["paper_title"]
         lines += ["", f"## {_md(paper)}" + (f" — {_md(title)}" if title else ""), ""]
         lines += markdown_table(group)
+        if own := [c for c in judged if c["paper"] == paper]:
+            lines += ["", f"### Claims ({claims_lib.summary(own)})", "", CLAIMS_EXPLANATION, ""]
+            lines += claims_table(own)
     atomic_write_text(Path(path), "\n".join(lines) + "\n")
     return Path(path)
 
@@ -692,7 +736,43 @@ def _figure(name: str, results_root: Path) -> str:
     )
 
 
-def _card(name: str, group: list[dict[str, Any]], paper: Paper | None, results_root: Path) -> str:
+def _claims_html(judged: list[dict[str, Any]]) -> str:
+    """A paper's judged claims under its headline numbers (nothing for a paper without claims)."""
+    if not judged:
+        return ""
+    e = html.escape
+    lines = [
+        f'<p class="sub">Claims ({e(claims_lib.summary(judged))}): relations between experiments that the '
+        'paper states, judged from their aggregates:</p>\n<table class="claims">\n<thead><tr>'
+        + "".join(f"<th>{e(c)}</th>" for c in claims_lib.COLUMNS)
+        + "</tr></thead>\n<tbody>\n"
+    ]
+    for claim in judged:
+        cells = claims_lib.cells(claim)
+        gated = ' class="gated"' if claim["gated"] else ""
+        lines.append(
+            f"<tr{gated}>"
+            + "".join(
+                f'<td class="{_verdict_class(cells[c])}">{e(cells[c])}</td>'
+                if c == "verdict"
+                else f'<td class="note">{e(cells[c])}</td>'
+                if c == "note"
+                else f"<td>{e(cells[c])}</td>"
+                for c in claims_lib.COLUMNS
+            )
+            + "</tr>\n"
+        )
+    lines.append("</tbody>\n</table>\n")
+    return "".join(lines)
+
+
+def _card(
+    name: str,
+    group: list[dict[str, Any]],
+    paper: Paper | None,
+    results_root: Path,
+    judged: list[dict[str, Any]] | None = None,
+) -> str:
     e = html.escape
     title = group[0]["paper_title"]
     byline = ""
@@ -708,7 +788,7 @@ def _card(name: str, group: list[dict[str, Any]], paper: Paper | None, results_r
         f"<h3>{e(name)}" + (f" — {e(title)}" if title else "") + "</h3>\n"
         f'<div class="sub">{e(byline)}' + (" · " if byline else "") + f"{e(summary(group))}</div>\n"
         f'<div class="links">{links}</div>\n'
-        f"{_tier_counts(group)}{_headline_table(group, paper)}</div>\n"
+        f"{_tier_counts(group)}{_headline_table(group, paper)}{_claims_html(judged or [])}</div>\n"
         f"{_figure(name, results_root)}</div>\n"
     )
 
@@ -773,8 +853,11 @@ def write_html(
     path: Path,
     papers: dict[str, Paper] | None = None,
     results_root: Path | None = None,
+    judged: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """The page; ``results_root`` (default: the page's folder) is where figures and records are looked up."""
+    """The page; ``results_root`` (default: the page's folder) is where figures and records are looked up,
+    ``judged`` the papers' claims (``collect_claims``), shown on each paper's card."""
+    judged = judged or []
     e = html.escape
     path = Path(path)
     results_root = Path(results_root) if results_root is not None else path.parent
@@ -784,7 +867,7 @@ def write_html(
     out = [
         HTML_HEAD,
         "<h1>Leaderboard: published vs reproduced</h1>\n",
-        f'<p id="summary"><strong>Summary:</strong> {e(summary(rows))}.</p>\n',
+        f'<p id="summary"><strong>Summary:</strong> {e(_with_claims(summary(rows), judged))}.</p>\n',
         f'<p class="explain">{_code(e(EXPLANATION))} This page and the LEADERBOARD.md next to it are '
         "generated from results/ by <code>make leaderboard</code>; do not edit.</p>\n",
         f'<nav class="toc">Papers: {toc} <a href="#misses">misses</a> <a href="#rows">all rows</a></nav>\n',
@@ -792,7 +875,10 @@ def write_html(
         *_misses(rows),
         '<h2 id="papers">Papers</h2>\n',
     ]
-    out += [_card(name, group, papers.get(name), results_root) for name, group in groups.items()]
+    out += [
+        _card(name, group, papers.get(name), results_root, [c for c in judged if c["paper"] == name])
+        for name, group in groups.items()
+    ]
     out += ['<h2 id="rows">All rows</h2>\n', _filters(rows)]
     out += [_row_section(name, group) for name, group in groups.items()]
     out += [HTML_SCRIPT, "</body>\n</html>\n"]
@@ -891,9 +977,15 @@ def _config_value(value: Any) -> str:
     return str(value)
 
 
-def sync_readmes(rows: list[dict[str, Any]], papers: dict[str, Paper], results_root: Path) -> None:
+def sync_readmes(
+    rows: list[dict[str, Any]],
+    papers: dict[str, Paper],
+    results_root: Path,
+    judged: list[dict[str, Any]] | None = None,
+) -> None:
     """Rewrite the generated tables of README.md (one line per paper) and of each paper's README (every
-    row), so that no README can drift from results/."""
+    row, its claims, its deviations), so that no README can drift from results/ or expected.yaml."""
+    judged = collect_claims(results_root, papers) if judged is None else judged
     groups = _by_paper(rows)
     for name, group in groups.items():
         if name not in papers:
@@ -906,7 +998,8 @@ def sync_readmes(rows: list[dict[str, Any]], papers: dict[str, Paper], results_r
     for name, group in groups.items():
         title = group[0]["paper_title"]
         link = f"[{_md(name)}](papers/{name}/README.md)" if name in papers else _md(name)
-        lines.append(f"| {link} | {_md(title)} | {_md(summary(group))} |")
+        own = [c for c in judged if c["paper"] == name]
+        lines.append(f"| {link} | {_md(title)} | {_md(_with_claims(summary(group), own))} |")
     replace_between_markers(results_root.parent / "README.md", "\n".join([*lines, ""]))
     replace_between_markers(
         results_root.parent / "README.md",
@@ -915,6 +1008,7 @@ def sync_readmes(rows: list[dict[str, Any]], papers: dict[str, Paper], results_r
         PLAN_END,
     )
     sync_deviations(papers)
+    sync_claims(papers, judged)
 
 
 PLAN_START, PLAN_END = "<!-- plan:start -->", "<!-- plan:end -->"
@@ -957,6 +1051,28 @@ def sync_deviations(papers: dict[str, Paper]) -> None:
         replace_between_markers(paper.folder / "README.md", body, DEVIATIONS_START, DEVIATIONS_END)
 
 
+CLAIMS_START, CLAIMS_END = "<!-- claims:start -->", "<!-- claims:end -->"
+
+
+def claims_section(judged: list[dict[str, Any]]) -> list[str]:
+    """A paper's judged claims as its README's claims section body (between the claims markers)."""
+    return [
+        "",
+        f"Generated from `claims:` in `expected.yaml` and the committed aggregates by `make leaderboard`: "
+        f"{claims_lib.summary(judged)}. {CLAIMS_EXPLANATION}",
+        "",
+        *claims_table(judged),
+        "",
+    ]
+
+
+def sync_claims(papers: dict[str, Paper], judged: list[dict[str, Any]]) -> None:
+    """Rewrite each paper README's claims table (between the claims markers) from its judged claims."""
+    for name, paper in papers.items():
+        body = "\n".join(claims_section([c for c in judged if c["paper"] == name]))
+        replace_between_markers(paper.folder / "README.md", body, CLAIMS_START, CLAIMS_END)
+
+
 def build(
     results_root: Path = RESULTS,
     wandb: bool = False,
@@ -966,11 +1082,12 @@ def build(
     results_root = Path(results_root)
     papers = discover() if papers is None else papers
     rows = collect(results_root, papers)
-    md = write_markdown(rows, results_root / "LEADERBOARD.md")
-    page = write_html(rows, results_root / "leaderboard.html", papers, results_root)
+    judged = collect_claims(results_root, papers)
+    md = write_markdown(rows, results_root / "LEADERBOARD.md", judged)
+    page = write_html(rows, results_root / "leaderboard.html", papers, results_root, judged)
     # READMEs describe the committed results only: a results folder elsewhere (a test's) leaves them alone.
     if results_root.resolve() == RESULTS_IN_REPO.resolve():
-        sync_readmes(rows, papers, results_root)
+        sync_readmes(rows, papers, results_root, judged)
     if wandb:
         log_wandb(rows)
     return md, page

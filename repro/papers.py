@@ -48,6 +48,37 @@ paper and from the official code, one entry each::
 The README's deviations table and the leaderboard's notes are generated from it, and a test checks that the
 configs of the named experiments hold each ``config`` value at the listed tiers. A deviation found in a review
 and missing from the ledger is a bug.
+
+``claims`` (top level, optional) are the paper's findings that relate experiments rather than state a number
+("scheduled sampling beats the teacher-forced baseline"), one entry each::
+
+    claims:
+      - id: scheduled-beats-baseline  # a short slug, unique in the paper
+        statement: ...               # the paper's claim in words
+        source: Table 1              # where the paper says it
+        evidence: secondary          # paper | code | secondary | unverified (an unverified claim never gates)
+        tiers: [full]                # the tiers it is judged at
+        gate: [full]                 # the tiers (of tiers) where a miss fails `repro check`; []: shown only
+        better: {experiment: coco_scheduled, metric: BLEU-4@beam3}
+        worse: {experiment: coco_baseline, metric: BLEU-4@beam3}
+        margin: 0                    # the least gain that holds, in the metric's units (default 0), or
+                                     # "-spread": minus std_better + std_worse (the two seed spreads)
+        known_miss: {tiers, why, since}   # optional, as a metric's: a gated claim measured not to hold
+        note: ...                    # optional
+      - id: depth-gain-grows         # ... or, instead of better/worse/margin, a gain that grows:
+        grows:                       # each pair's gain strictly larger than the one before it
+          - {better: {experiment: dglstm_2, metric: ppl}, worse: {experiment: lstm_2, metric: ppl}}
+          - {better: {experiment: dglstm_3, metric: ppl}, worse: {experiment: lstm_3, metric: ppl}}
+
+A side's number is the one its committed aggregate reports for that metric key (the first entry with the key):
+what the metric's verdict compares (the mean, the selected seed's value; a ``k_of_n`` metric counts seeds and
+cannot be named). The gain of better over worse is better - worse for a ``higher`` metric and worse - better
+for a ``lower`` one (both metrics must share the direction); a better/worse claim holds when gain >= margin.
+``repro check`` judges every claim at each of its tiers where every experiment it names has an aggregate (else
+"not run", never a failure); a gated claim that does not hold fails the check unless its ``known_miss`` lists
+the tier, and a marked claim that holds fails it until the mark is removed. The leaderboard and each README's
+claims table (between ``<!-- claims:start -->`` and ``<!-- claims:end -->``) are generated from the same
+judgement (repro/claims.py).
 """
 
 from __future__ import annotations
@@ -187,6 +218,56 @@ class Experiment:
 
 
 @dataclass(frozen=True)
+class Side:
+    """One side of a claim's comparison: the number ``experiment``'s aggregate reports for ``metric``."""
+
+    experiment: str
+    metric: str  # a metric key of that experiment (its first entry with that key)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """``better`` beats ``worse``: its gain is better - worse for a higher-is-better metric, worse - better
+    for a lower-is-better one (the direction both metrics' entries state)."""
+
+    better: Side
+    worse: Side
+    direction: str  # higher | lower
+
+
+SPREAD = "-spread"  # a claim's margin: minus the two experiments' seed spreads (std_better + std_worse)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A relation between experiments that the paper states (``claims:`` in expected.yaml)."""
+
+    id: str
+    statement: str
+    source: str
+    evidence: str
+    tiers: tuple[str, ...]  # the tiers it is judged at
+    gate: tuple[str, ...]  # the tiers at which a miss fails the check
+    pairs: tuple[Pair, ...]  # one for better/worse; two or more, in order, for grows
+    grows: bool = False  # the pairs' gains must strictly increase along the list
+    margin: float | str = 0.0  # better/worse: the least gain that holds (a number, or SPREAD)
+    known_miss: KnownMiss | None = None
+    note: str = ""
+
+    @property
+    def experiments(self) -> tuple[str, ...]:
+        """Every experiment the claim compares, in the order it names them."""
+        names = [side.experiment for pair in self.pairs for side in (pair.better, pair.worse)]
+        return tuple(dict.fromkeys(names))
+
+    def gates_at(self, tier: str) -> bool:
+        return tier in self.gate and self.evidence != "unverified"
+
+    def known_miss_at(self, tier: str) -> KnownMiss | None:
+        return self.known_miss if self.known_miss and tier in self.known_miss.tiers else None
+
+
+@dataclass(frozen=True)
 class Paper:
     name: str
     folder: Path
@@ -195,6 +276,7 @@ class Paper:
     replay: tuple[Replay, ...] = ()
     headline: tuple[str, ...] = ()  # what `repro reproduce PAPER` runs by default (empty: every experiment)
     deviations: tuple[Deviation, ...] = ()
+    claims: tuple[Claim, ...] = ()
 
     @property
     def title(self) -> str:
@@ -251,7 +333,9 @@ def load_paper(folder: Path) -> Paper:
         raise ExpectedError(f"{path}: not valid YAML: {err}") from err
     check = _Checker(path)
     raw = check.mapping(raw, "")
-    check.known_keys(raw, "", {"paper", "selection", "experiments", "replay", "headline", "deviations"})
+    check.known_keys(
+        raw, "", {"paper", "selection", "experiments", "replay", "headline", "deviations", "claims"}
+    )
     meta = check.mapping(raw.get("paper"), "paper")
     for key in ("title", "authors", "year", "arxiv"):
         check.require(meta, key, "paper")
@@ -293,7 +377,17 @@ def load_paper(folder: Path) -> Paper:
     for i, name in enumerate(headline):
         check.experiment_name(name, f"headline[{i}]", experiments)
     deviations = check.deviations(raw.get("deviations"), "deviations", experiments)
-    return Paper(folder.name, folder, meta, experiments, replay, headline=headline, deviations=deviations)
+    claims = check.claims(raw.get("claims"), "claims", experiments)
+    return Paper(
+        folder.name,
+        folder,
+        meta,
+        experiments,
+        replay,
+        headline=headline,
+        deviations=deviations,
+        claims=claims,
+    )
 
 
 class _Checker:
@@ -389,21 +483,7 @@ class _Checker:
         aggregate = self.one_of(body.get("aggregate", default_aggregate), f"{where}.aggregate", AGGREGATES)
         if aggregate == "selected" and rule.rule != "best":
             raise self.fail(f"{where}.aggregate", "'selected' needs a selection rule 'best'")
-        known_miss = None
-        if body.get("known_miss") is not None:
-            km = self.mapping(body["known_miss"], f"{where}.known_miss")
-            self.known_keys(km, f"{where}.known_miss", {"tiers", "why", "since"})
-            for key in ("tiers", "why", "since"):
-                self.require(km, key, f"{where}.known_miss")
-            tiers = tuple(km["tiers"]) if isinstance(km["tiers"], list) else (km["tiers"],)
-            for tier in tiers:
-                if tier not in gate:
-                    raise self.fail(
-                        f"{where}.known_miss.tiers",
-                        f"'{tier}' is not a tier this metric gates at ({', '.join(gate) or 'none'}): "
-                        "only a gated number can be a known miss",
-                    )
-            known_miss = KnownMiss(tiers, str(km["why"]), str(km["since"]))
+        known_miss = self.known_miss(body.get("known_miss"), f"{where}.known_miss", gate, "metric")
         return Metric(
             key=body["key"],
             label=body["label"],
@@ -421,6 +501,24 @@ class _Checker:
             known_miss=known_miss,
             two_sided=self.boolean(body.get("two_sided", False), f"{where}.two_sided"),
         )
+
+    def known_miss(self, value: Any, where: str, gate: tuple[str, ...], what: str) -> KnownMiss | None:
+        """A ``known_miss: {tiers, why, since}`` mark of a gated ``what`` (metric or claim)."""
+        if value is None:
+            return None
+        km = self.mapping(value, where)
+        self.known_keys(km, where, {"tiers", "why", "since"})
+        for key in ("tiers", "why", "since"):
+            self.require(km, key, where)
+        tiers = tuple(km["tiers"]) if isinstance(km["tiers"], list) else (km["tiers"],)
+        for tier in tiers:
+            if tier not in gate:
+                raise self.fail(
+                    f"{where}.tiers",
+                    f"'{tier}' is not a tier this {what} gates at ({', '.join(gate) or 'none'}): "
+                    f"only a gated {what} can be a known miss",
+                )
+        return KnownMiss(tiers, str(km["why"]), str(km["since"]))
 
     def experiment_name(self, name: Any, where: str, experiments: dict[str, Experiment]) -> None:
         """``name`` must be an experiment of this file (replay, headline and ledger entries name them)."""
@@ -450,6 +548,25 @@ class _Checker:
             raise self.fail(f"{where}.tolerance", "must be {rel: x} with x >= 0 (0: bit for bit)")
         return Replay(body["experiment"], tier, seed, float(rel))
 
+    def slug(self, value: Any, where: str) -> str:
+        if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", value):
+            raise self.fail(where, f"must be a short slug (lower case, digits, '-'), got {value!r}")
+        return value
+
+    def tier_list(self, value: Any, where: str) -> list[str]:
+        if not isinstance(value, list) or not value:
+            raise self.fail(where, f"must be a non-empty list of {', '.join(TIERS)}")
+        for tier in value:
+            self.one_of(tier, where, TIERS)
+        return value
+
+    def unique_ids(self, entries: list, where: str, what: str) -> None:
+        seen: set[str] = set()
+        for i, entry in enumerate(entries):
+            if entry.id in seen:
+                raise self.fail(f"{where}[{i}].id", f"'{entry.id}' is used by an earlier {what}")
+            seen.add(entry.id)
+
     DEVIATION_KEYS = {"id", "what", "why", "tiers", "experiments", "effect", "against", "config"}
     EFFECT_PREFIXES = ("measured:", "expected:", "unmeasured")
 
@@ -458,14 +575,8 @@ class _Checker:
             return ()
         if not isinstance(value, list):
             raise self.fail(where, f"expected a list of deviations, got {type(value).__name__}")
-        seen: set[str] = set()
-        out = []
-        for i, entry in enumerate(value):
-            deviation = self.deviation(entry, f"{where}[{i}]", experiments)
-            if deviation.id in seen:
-                raise self.fail(f"{where}[{i}].id", f"'{deviation.id}' is used by an earlier deviation")
-            seen.add(deviation.id)
-            out.append(deviation)
+        out = [self.deviation(entry, f"{where}[{i}]", experiments) for i, entry in enumerate(value)]
+        self.unique_ids(out, where, "deviation")
         return tuple(out)
 
     def deviation(self, value: Any, where: str, experiments: dict[str, Experiment]) -> Deviation:
@@ -476,14 +587,8 @@ class _Checker:
         for key in ("id", "what", "why", "effect"):
             if not isinstance(body[key], str):
                 raise self.fail(f"{where}.{key}", f"must be text, got {body[key]!r}")
-        slug = body["id"]
-        if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", slug):
-            raise self.fail(f"{where}.id", f"must be a short slug (lower case, digits, '-'), got {slug!r}")
-        tiers = body["tiers"]
-        if not isinstance(tiers, list) or not tiers:
-            raise self.fail(f"{where}.tiers", f"must be a non-empty list of {', '.join(TIERS)}")
-        for tier in tiers:
-            self.one_of(tier, f"{where}.tiers", TIERS)
+        slug = self.slug(body["id"], f"{where}.id")
+        tiers = self.tier_list(body["tiers"], f"{where}.tiers")
         names = body["experiments"]
         if names == "all":
             exps, every = tuple(experiments), True
@@ -523,3 +628,140 @@ class _Checker:
             config=config,
             all_experiments=every,
         )
+
+    CLAIM_KEYS = {
+        "id",
+        "statement",
+        "source",
+        "evidence",
+        "tiers",
+        "gate",
+        "better",
+        "worse",
+        "margin",
+        "grows",
+        "known_miss",
+        "note",
+    }
+    RELATION = "a claim states 'better' and 'worse' (with an optional 'margin'), or 'grows'"
+
+    def claims(self, value: Any, where: str, experiments: dict[str, Experiment]) -> tuple[Claim, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.fail(where, f"expected a list of claims, got {type(value).__name__}")
+        out = [self.claim(entry, f"{where}[{i}]", experiments) for i, entry in enumerate(value)]
+        self.unique_ids(out, where, "claim")
+        return tuple(out)
+
+    def claim(self, value: Any, where: str, experiments: dict[str, Experiment]) -> Claim:
+        body = self.mapping(value, where)
+        self.known_keys(body, where, self.CLAIM_KEYS)
+        for key in ("id", "statement", "source", "evidence", "tiers"):
+            self.require(body, key, where)
+        slug = self.slug(body["id"], f"{where}.id")
+        where = f"{where} (claim '{slug}')"  # every later error names the claim as well as its place
+        evidence = self.one_of(body["evidence"], f"{where}.evidence", EVIDENCE)
+        tiers = self.tier_list(body["tiers"], f"{where}.tiers")
+        gate = body.get("gate") or []
+        if not isinstance(gate, list):
+            raise self.fail(f"{where}.gate", f"must be a list of tiers, got {gate!r}")
+        for tier in gate:
+            self.one_of(tier, f"{where}.gate", TIERS)
+            if tier not in tiers:
+                raise self.fail(
+                    f"{where}.gate", f"'{tier}' is not a tier the claim is judged at; add it to tiers"
+                )
+        if gate and evidence == "unverified":
+            raise self.fail(f"{where}.gate", "an [unverified] claim never gates; set gate: []")
+        gate = tuple(t for t in TIERS if t in gate)
+        pairwise = "better" in body or "worse" in body
+        if pairwise == ("grows" in body):
+            raise self.fail(where, f"{self.RELATION}, exactly one of the two")
+        if pairwise:
+            pairs = (self.pair(body, where, experiments, alone=False),)
+            margin = self.margin(body.get("margin", 0.0), f"{where}.margin")
+        else:
+            if "margin" in body:
+                raise self.fail(
+                    f"{where}.margin", "'grows' compares its pairs' gains with each other: no margin"
+                )
+            grows = body["grows"]
+            if not isinstance(grows, list) or len(grows) < 2:
+                raise self.fail(f"{where}.grows", "must be a list of two or more {better, worse} pairs")
+            pairs = tuple(self.pair(p, f"{where}.grows[{i}]", experiments) for i, p in enumerate(grows))
+            if len({p.direction for p in pairs}) > 1:
+                raise self.fail(f"{where}.grows", "its metrics must share one direction (higher or lower)")
+            margin = 0.0
+        return Claim(
+            id=slug,
+            statement=self.text(body["statement"], f"{where}.statement"),
+            source=self.text(body["source"], f"{where}.source"),
+            evidence=evidence,
+            tiers=tuple(t for t in TIERS if t in tiers),
+            gate=gate,
+            pairs=pairs,
+            grows=not pairwise,
+            margin=margin,
+            known_miss=self.known_miss(body.get("known_miss"), f"{where}.known_miss", gate, "claim"),
+            note=self.text(body.get("note", ""), f"{where}.note"),
+        )
+
+    def text(self, value: Any, where: str) -> str:
+        if not isinstance(value, str):
+            raise self.fail(where, f"must be text, got {value!r}")
+        return value.strip()
+
+    def margin(self, value: Any, where: str) -> float | str:
+        if value == SPREAD:
+            return SPREAD
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(
+                where,
+                f"must be a number in the metric's units or '{SPREAD}' (minus the two seed spreads), "
+                f"got {value!r}",
+            )
+        return float(value)
+
+    def pair(self, value: Any, where: str, experiments: dict[str, Experiment], alone: bool = True) -> Pair:
+        """``better`` and ``worse`` of a mapping: a pair of ``grows`` (``alone``: nothing else in it) or the
+        claim's own."""
+        body = self.mapping(value, where)
+        if alone:
+            self.known_keys(body, where, {"better", "worse"})
+        for key in ("better", "worse"):
+            if body.get(key) is None:
+                raise self.fail(f"{where}.{key}", f"is required: {self.RELATION}")
+        better = self.side(body["better"], f"{where}.better", experiments)
+        worse = self.side(body["worse"], f"{where}.worse", experiments)
+        directions = {self.metric_of(s, experiments).direction for s in (better, worse)}
+        if len(directions) > 1:
+            raise self.fail(
+                where, "better and worse name metrics of opposite directions: a gain needs one direction"
+            )
+        return Pair(better, worse, directions.pop())
+
+    def side(self, value: Any, where: str, experiments: dict[str, Experiment]) -> Side:
+        body = self.mapping(value, where)
+        self.known_keys(body, where, {"experiment", "metric"})
+        for key in ("experiment", "metric"):
+            self.require(body, key, where)
+        self.experiment_name(body["experiment"], f"{where}.experiment", experiments)
+        keys = list(dict.fromkeys(m.key for m in experiments[body["experiment"]].metrics))
+        if body["metric"] not in keys:
+            close = difflib.get_close_matches(str(body["metric"]), keys, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise self.fail(
+                f"{where}.metric", f"experiment '{body['experiment']}' has no metric '{body['metric']}'{hint}"
+            )
+        side = Side(body["experiment"], body["metric"])
+        if self.metric_of(side, experiments).aggregate == "k_of_n":
+            raise self.fail(
+                f"{where}.metric",
+                f"'{side.metric}' is judged k_of_n: its number counts seeds, it is no value to compare",
+            )
+        return side
+
+    @staticmethod
+    def metric_of(side: Side, experiments: dict[str, Experiment]) -> Metric:
+        return next(m for m in experiments[side.experiment].metrics if m.key == side.metric)

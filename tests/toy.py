@@ -56,3 +56,40 @@ def assert_rejected(root: Path, body: dict, field: str, problem: str) -> None:
     assert str(path) in str(err.value)
     assert f"field '{field}'" in str(err.value)
     assert problem in str(err.value)
+
+
+def toy_with_claims(*claims: dict, **metric) -> dict:
+    """The toy paper with two more experiments, ``base`` and ``weak``, and ``claims``. Every experiment
+    reports ``acc`` (higher is better; only ``exp``'s gates, with ``metric``'s overrides) and ``loss`` (lower
+    is better, never gated); the seeds are picked by the lowest ``val_loss``, so ``acc`` and ``loss`` compare
+    the selected seed's values."""
+    body = toy_expected(**metric)
+    loss = {
+        "key": "loss",
+        "label": "test loss",
+        "published": None,
+        "source": "-",
+        "evidence": "paper",
+        "direction": "lower",
+    }
+    body["experiments"]["exp"]["metrics"].append(loss)
+    for name in ("base", "weak"):
+        acc = {**toy_expected()["experiments"]["exp"]["metrics"][0], "published": None, "gate": []}
+        body["experiments"][name] = {"title": f"the {name} experiment", "metrics": [acc, dict(loss)]}
+    body["claims"] = list(claims)
+    return body
+
+
+def beats(better: str, worse: str, metric: str = "acc", **fields) -> dict:
+    """A claim that ``better`` beats ``worse`` on ``metric``, judged and gated at cpu; ``fields`` override."""
+    return {
+        "id": f"{better}-beats-{worse}",
+        "statement": f"{better} beats {worse}",
+        "source": "Table 1",
+        "evidence": "paper",
+        "tiers": ["cpu"],
+        "gate": ["cpu"],
+        "better": {"experiment": better, "metric": metric},
+        "worse": {"experiment": worse, "metric": metric},
+        **fields,
+    }
