@@ -1,4 +1,5 @@
-"""MNIST, read from the four original LeCun files: used by RAM's canvases and the captioned MNIST scenes.
+"""MNIST, read from the four original LeCun files: used by RAM's canvases, the captioned MNIST scenes and
+Moving MNIST (video_lstm, which draws from all 60,000 training images: ``mnist_images``).
 
 The ``.gz`` files are read directly (gzip + big-endian IDX header: magic 2051 for images, 2049 for labels)
 after their sha256 is checked; a missing file is downloaded from the official URL when there is internet.
@@ -63,6 +64,16 @@ def load_mnist(root: Path | None = None) -> dict[str, tuple[np.ndarray, np.ndarr
         "valid": (train_x[TRAIN_SIZE:], train_y[TRAIN_SIZE:]),
         "test": (test_x, test_y),
     }
+
+
+def mnist_images(split: str, root: Path | None = None) -> np.ndarray:
+    """Every image of one original file, N × 28 × 28 uint8 (checksum verified): ``train`` (all 60,000
+    training images, unsplit) or ``test`` (the 10,000 t10k images)."""
+    names = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
+    if split not in names:
+        raise ValueError(f"MNIST split must be train or test, not {split!r}")
+    name = names[split]
+    return read_idx(fetch(mnist_path(name, root), FILES[name], URL + name), IMAGE_MAGIC)
 
 
 def mnist_files(root: Path | None = None) -> list[Path]:
