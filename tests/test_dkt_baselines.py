@@ -214,3 +214,16 @@ def test_bkt_predictions_stay_inside_zero_one(always):
     p = np.concatenate(model.predict_many(students))
     assert np.all(np.isfinite(p)) and np.all((p > 0) & (p < 1))
     assert np.all(model.params["G"] <= 0.5) and np.all(model.params["S"] <= 0.5)
+
+
+def test_without_repeated_rows_drops_an_answer_repeated_on_another_tag_only():
+    """bkt_variants: a multi-skill problem appears once per tag as consecutive rows with the same answer;
+    a repeat on the same tag, or a different answer on another tag, is a real answer and stays."""
+    from papers.dkt.bkt_variants import without_repeated_rows
+
+    q = np.array([3, 5, 5, 7, 7, 2])
+    a = np.array([1, 1, 1, 1, 0, 0])
+    ((kept_q, kept_a),) = without_repeated_rows([(q, a)])
+    # dropped: rows 1, 3 and 5 (each repeats the row before it on another tag); kept: row 2 (same tag as
+    # row 1) and row 4 (another answer)
+    assert kept_q.tolist() == [3, 5, 7] and kept_a.tolist() == [1, 1, 0]
