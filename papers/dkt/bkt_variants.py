@@ -2,7 +2,8 @@
 the paper's silence leaves open, each fitted on the training students (train + validation, as the
 experiment's BKT) and scored on every answer of the test students.
 
-- ``per-skill`` (the suite's ``bkt-em-per-skill``): one (L0, T, G, S) per skill tag, guess and slip at most 0.5;
+- ``per-skill`` (the suite's ``bkt-em-per-skill``): one (L0, T, G, S) per skill tag, guess and slip
+  at most 0.5;
 - ``per-skill, uncapped``: the same without the cap on guess and slip;
 - ``one skill``: every exercise one skill (one chain per student, the knowledge state shared by all tags);
 - ``per-skill, no repeated rows``: the export repeats a multi-skill problem once per skill tag (README,
@@ -48,7 +49,11 @@ def main() -> dict:
         "per-skill": (BKT(skills), train, test),
         "per-skill, uncapped": (BKT(skills, max_guess_slip=1 - EPS), train, test),
         "one skill": (BKT(1, skill_of=pooled), train, test),
-        "per-skill, no repeated rows": (BKT(skills), without_repeated_rows(train), without_repeated_rows(test)),
+        "per-skill, no repeated rows": (
+            BKT(skills),
+            without_repeated_rows(train),
+            without_repeated_rows(test),
+        ),
     }
     report = {"published": 0.67, "source": "Table 1, Assistments, BKT", "variants": {}}
     for name, (model, fit_on, score_on) in variants.items():
