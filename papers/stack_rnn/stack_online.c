@@ -149,6 +149,7 @@ int stack_online_f64(int64_t T, int64_t V, int64_t H, int64_t S, int64_t K, int6
                     for (int64_t s = 0; s < S; s++) {
                         const double *w = WT + (S * A + s) * H;
                         double z = 0;
+                        _Pragma("omp simd reduction(+ : z)")
                         for (int64_t h = 0; h < H; h++) z += w[h] * h_tau[h];
                         push[s] = sigmoid(z);
                     }
@@ -156,11 +157,18 @@ int stack_online_f64(int64_t T, int64_t V, int64_t H, int64_t S, int64_t K, int6
                         const double pv = push[s], *gs = g + s * R1, *old = old_all + s * R1, *a = a_tau + s * A;
                         double *gps = gp + s * R1;
                         /* d a_push, d a_pop (, d a_noop): cells beyond reach carry zero error */
-                        double d0 = gs[0] * pv, d1 = 0, d2 = 0;
-                        for (int64_t i = 1; i < reach; i++) d0 += gs[i] * old[i - 1];
-                        for (int64_t i = 0; i < reach; i++) d1 += gs[i] * old[i + 1];
-                        if (A == 3)
+                        double d0 = 0, d1 = 0, d2 = 0;
+                        _Pragma("omp simd reduction(+ : d0, d1)")
+                        for (int64_t i = 1; i < reach; i++) {
+                            d0 += gs[i] * old[i - 1];
+                            d1 += gs[i] * old[i + 1];
+                        }
+                        d0 += gs[0] * pv;
+                        d1 += gs[0] * old[1];
+                        if (A == 3) {
+                            _Pragma("omp simd reduction(+ : d2)")
                             for (int64_t i = 0; i < reach; i++) d2 += gs[i] * old[i];
+                        }
                         /* error of the previous stacks: a PUSH moved cell i-1 to i, a POP cell i+1 to i */
                         const double noop = A == 3 ? a[2] : 0;
                         gps[0] = clipv(a[0] * gs[1] + noop * gs[0], clip);
@@ -185,6 +193,7 @@ int stack_online_f64(int64_t T, int64_t V, int64_t H, int64_t S, int64_t K, int6
                     for (int64_t k = 0; k < K && k < R; k++) {
                         const double *p = P + (s * K + k) * H;
                         double v = 0;
+                        _Pragma("omp simd reduction(+ : v)")
                         for (int64_t h = 0; h < H; h++) v += p[h] * e[h];
                         gp[s * R1 + k] = clipv(gp[s * R1 + k] + v, clip);
                     }
