@@ -412,3 +412,26 @@ def test_online_protocol_refuses_what_it_cannot_honour_before_training(
     err = capsys.readouterr().err
     assert message in err
     assert not (tmp_path / "runs" / "stack_rnn" / "stack_anbn" / "smoke" / "seed1" / "checkpoints").exists()
+
+
+def test_online_protocol_without_a_compiler_stops_before_training(
+    tmp_path, harness_state, monkeypatch, capsys
+):
+    """No PyTorch fallback for the online protocol: without a C compiler the run stops when the config is
+    read (exit 2, the build error named), not in the middle of its first epoch."""
+    from repro import results
+    from repro import train as repro_train
+
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(repro_train, "RUNS", tmp_path / "runs")
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", "no-such-compiler")
+    kernel.online_library.cache_clear()
+    try:
+        argv = ["stack_rnn", "stack_anbn", "smoke", "1", "--no-progress", "--set", "trainer.accelerator=cpu"]
+        for item in online_overrides(1):
+            argv += ["--set", item]
+        assert repro_train.main(argv) == 2
+    finally:
+        kernel.online_library.cache_clear()
+    assert "no C compiler" in capsys.readouterr().err

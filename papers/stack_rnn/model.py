@@ -321,6 +321,10 @@ class StackRNNModule(L.LightningModule):
                 "model.protocol=online clips error signals itself (model.error_clip): remove "
                 "trainer.gradient_clip_val"
             )
+        try:
+            kernel.online_library()  # built (or found) now: a missing compiler stops the run before it starts
+        except RuntimeError as err:
+            raise ConfigError(str(err)) from err
 
     # ----------------------------------------------------------------------------------------------
     # training: truncated BPTT over parallel streams, or the code's online SGD
