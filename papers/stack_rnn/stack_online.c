@@ -42,6 +42,11 @@ static double sigmoid(double x) {
     return 1.0 / (1.0 + exp(-x));
 }
 static double clipv(double x, double c) { return x < -c ? -c : (x > c ? c : x); }
+/* y += a x: a separate function (restrict, not inlined) so that the compiler vectorises it rather than fusing
+ * two iterations of the caller's loop into one scalar loop; each y[i] still adds its terms in the same order */
+static __attribute__((noinline)) void axpy(int64_t n, double a, const double *restrict x, double *restrict y) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
 
 int stack_online_f64(int64_t T, int64_t V, int64_t H, int64_t S, int64_t K, int64_t A, int64_t D, int64_t L,
                      const int64_t *inputs, const int64_t *targets, const uint8_t *resets,
@@ -215,7 +220,7 @@ int stack_online_f64(int64_t T, int64_t V, int64_t H, int64_t S, int64_t K, int6
                 for (int64_t h = 0; h < H; h++) dp[h] = 0;
                 for (int64_t j = 0; j < d; j++) {
                     const double cell = ring_prev[((t - j) % L) * S * R1 + s * R1 + k], *ej = err_h + j * H;
-                    for (int64_t h = 0; h < H; h++) dp[h] += cell * ej[h];
+                    axpy(H, cell, ej, dp);
                 }
             }
             for (int64_t h = 0; h < H; h++) {
@@ -226,7 +231,7 @@ int stack_online_f64(int64_t T, int64_t V, int64_t H, int64_t S, int64_t K, int6
                 for (int64_t c = 0; c < C; c++) dc[c] = 0;
                 for (int64_t j = 1; j < d; j++) {
                     const double hv = ring_h[((t - j) % L) * H + h], *ec = err_c + j * C;
-                    for (int64_t c = 0; c < C; c++) dc[c] += hv * ec[c];
+                    axpy(C, hv, ec, dc);
                 }
             }
             for (int64_t i = 0; i < V * H; i++) U[i] -= lr * dU[i];
