@@ -1285,6 +1285,13 @@ def test_bench_quick_reports_throughput_and_table2_wall_clock(tmp_path, monkeypa
     assert table2["cells"]["stack_anbn"]["wall_time_s_per_seed"] == [300.0, 300.0]
     assert table2["cells"]["stack_anbn"]["reference_cpp_online_sgd_s"] == 480
     assert set(table2["cells"]) == {"stack_anbn"}
+    # The full tier's online SGD, against the original C++ measured on this machine (bench.REFERENCE_CPP).
+    online = report["online"]
+    assert online["implementation"] == "online-sgd-kernel" and online["characters_per_cpu_s"] > 0
+    assert online["speedup_over_original_cpp"] == pytest.approx(
+        online["characters_per_cpu_s"] / report["reference_cpp"]["characters_per_cpu_s"], rel=1e-2
+    )
+    assert report["table2_full"] == {"cells": {}, "wall_clock_s": None}
 
 
 def test_table2_cells_select_seeds_by_their_rule(tmp_path):

@@ -77,6 +77,16 @@ class _Windows(IterableDataset):
         yield from windows(self.build(), self.length, self.keep_tail)
 
 
+class _Whole(IterableDataset):
+    """One batch per epoch: the whole of what ``build`` makes (each epoch its own data)."""
+
+    def __init__(self, build):
+        self.build = build
+
+    def __iter__(self):
+        yield self.build()
+
+
 class StackTaskData(RunAwareDataModule):
     """Generated data for one Stack-RNN task.
 
@@ -95,6 +105,9 @@ class StackTaskData(RunAwareDataModule):
         test_seed: generator seed of the test stream (the code uses srand(10)).
         window: characters per batch at validation and test (no gradient, so long windows are fine).
         seed: run seed; the harness sets it to the seed of the run.
+        protocol: ``batched`` (training served as windows of ``bptt`` characters) or ``online`` (the
+            code's: one stream, ``batch_size`` 1, served whole each epoch; the model's online kernel
+            back-propagates ``bptt`` steps per character).
     """
 
     def __init__(
@@ -113,8 +126,13 @@ class StackTaskData(RunAwareDataModule):
         test_seed: int = 10,
         window: int = 1000,
         seed: int = 0,
+        protocol: str = "batched",
     ):
         super().__init__()
+        if protocol not in ("batched", "online"):
+            raise ValueError(f"unknown data.protocol '{protocol}'; valid: batched, online")
+        if protocol == "online" and batch_size != 1:
+            raise ValueError(f"data.protocol=online trains one stream (data.batch_size=1), not {batch_size}")
         self.save_hyperparameters()
         self.task = get_task(task)
         self._test_stream: Stream | None = None
@@ -152,6 +170,8 @@ class StackTaskData(RunAwareDataModule):
         return self._test_stream
 
     def train_dataloader(self):
+        if self.hparams.protocol == "online":  # the whole epoch in one batch: the kernel runs it in place
+            return DataLoader(_Whole(lambda: self.train_batches(self.epoch)), batch_size=None)
         return DataLoader(
             _Windows(lambda: self.train_batches(self.epoch), self.hparams.bptt, False), batch_size=None
         )

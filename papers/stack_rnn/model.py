@@ -11,11 +11,17 @@ The recurrent cores follow spec §3 (eqs. 1-6 of the paper and ``StackRNN.h``):
 No biases anywhere, empty cells hold -1, R = 0 on the toy tasks (recurrence only through the stacks).
 "Rounding" replaces each action softmax by its one-hot argmax at validation/test time only.
 
-Training is truncated BPTT over B parallel streams (an accepted deviation from the paper's online SGD,
-recorded in the README): one SGD step per window of ``bptt`` characters, the loss summed over the window
-and averaged over streams, so the step per character matches online SGD; the state is carried across
-windows and detached at their boundaries. Gradients are clipped element-wise at 15 (Trainer setting),
-standing in for the code's clipping of error signals.
+Two training protocols (``protocol``):
+
+- ``online`` (the full tier): the paper's and code's protocol, run by the compiled kernel
+  ``stack_online.c`` in float64 over each epoch's single stream: one SGD step after every character, only
+  that character's output error back-propagated through the last 50 steps (or back to the last stack
+  reset), error signals clipped element-wise at ±15 where the code clips them.
+- ``batched`` (the cpu and smoke tiers): truncated BPTT over B parallel streams (a declared deviation):
+  one SGD step per window of ``bptt`` characters, the loss summed over the window and averaged over
+  streams, so the step per character matches online SGD; the state is carried across windows and
+  detached at their boundaries. Gradients are clipped element-wise at 15 (Trainer setting), standing in
+  for the code's clipping of error signals.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from torch.func import functional_call
 
 from papers.stack_rnn import kernel
 from papers.stack_rnn.tasks import sequence_accuracy, wrong_sequences
+from repro.config import ConfigError
 
 EMPTY = -1.0  # value of an empty stack cell [code]
 PRE_CLIP = 50.0  # pre-activations are clipped to ±50 before a sigmoid [code]
@@ -212,6 +219,10 @@ class StackRNNModule(L.LightningModule):
             with k1 = bptt, k2 = 2 bptt), so every character's error reaches at least ``bptt`` steps back.
         use_kernel: run the stack core's windows through the compiled CPU kernel (``kernel.py``: the same
             equations, about seven times faster) when it can be built; false forces the PyTorch loop.
+        protocol: ``batched`` (truncated BPTT over parallel streams, one SGD step per window) or ``online``
+            (the code's: one SGD step per character, compiled kernel, float64, one stream, one CPU process;
+            the data module must serve each epoch's stream whole: ``data.protocol: online``).
+        error_clip: the code's element-wise clipping of error signals in the online protocol (15).
     """
 
     def __init__(
@@ -230,6 +241,8 @@ class StackRNNModule(L.LightningModule):
         lr_min: float = 1e-5,
         overlap: bool = False,
         use_kernel: bool = True,
+        protocol: str = "batched",
+        error_clip: float = 15.0,
     ):
         super().__init__()
         from papers.stack_rnn.tasks import get_task
@@ -247,6 +260,15 @@ class StackRNNModule(L.LightningModule):
         else:
             raise ValueError(f"unknown architecture '{architecture}'; valid: stack, rnn, lstm")
         self.has_stacks = architecture == "stack"
+        if protocol not in ("batched", "online"):
+            raise ValueError(f"unknown protocol '{protocol}'; valid: batched, online")
+        if protocol == "online" and (architecture != "stack" or recurrent or self.task.supervised):
+            raise ValueError(
+                "protocol 'online' (the code's train_toy loop, compiled) serves the Stack RNN toy tasks "
+                f"without R; not architecture={architecture}, recurrent={recurrent}, task={task}"
+            )
+        self.online = protocol == "online"
+        self.automatic_optimization = not self.online  # online: the kernel makes the SGD steps itself
         self.lr = lr
         self.best_entropy = math.inf
         self.snapshot: dict[str, torch.Tensor] | None = None
@@ -265,8 +287,47 @@ class StackRNNModule(L.LightningModule):
         self.best_epoch = -1
         self.best_rounded_epoch = -1
 
+    @property
+    def implementation(self) -> str:
+        """Which code trains: the online kernel, the batched window kernel, or the PyTorch loop."""
+        if self.online:
+            return "online-sgd-kernel"
+        uses_kernel = isinstance(self.core, StackRNN) and self.core.use_kernel and kernel.available()
+        return "batched-tbptt-kernel" if uses_kernel else "pytorch-loop"
+
+    @classmethod
+    def check_config(cls, config: dict) -> None:
+        """Refuses, when the config is read (before anything starts), settings the online protocol cannot
+        honour: it is one stream trained by a compiled CPU kernel in float64, so one CPU process."""
+        model, data = config["model"]["init_args"], config["data"]["init_args"]
+        if model.get("protocol", "batched") != "online":
+            return
+        if data.get("protocol") != "online":
+            raise ConfigError("model.protocol=online needs data.protocol=online (one stream, served whole)")
+        trainer = config.get("trainer") or {}
+        devices, accelerator = trainer.get("devices", "auto"), trainer.get("accelerator", "auto")
+        if str(devices) not in ("1", "auto") or str(accelerator) != "cpu":
+            raise ConfigError(
+                "model.protocol=online trains one stream with a compiled CPU kernel (one SGD step per "
+                f"character): it needs trainer.accelerator=cpu and trainer.devices=1, not accelerator="
+                f"{accelerator}, devices={devices}; for several devices use the batched protocol (cpu tier)"
+            )
+        if str(trainer.get("precision")) not in ("64-true", "64", "double"):
+            raise ConfigError(
+                "model.protocol=online computes in float64, as the code: trainer.precision=64-true"
+            )
+        if trainer.get("gradient_clip_val"):
+            raise ConfigError(
+                "model.protocol=online clips error signals itself (model.error_clip): remove "
+                "trainer.gradient_clip_val"
+            )
+        try:
+            kernel.online_library()  # built (or found) now: a missing compiler stops the run before it starts
+        except RuntimeError as err:
+            raise ConfigError(str(err)) from err
+
     # ----------------------------------------------------------------------------------------------
-    # training: truncated BPTT over parallel streams
+    # training: truncated BPTT over parallel streams, or the code's online SGD
     def configure_optimizers(self):
         return torch.optim.SGD(self.core.parameters(), lr=self.lr)
 
@@ -284,6 +345,8 @@ class StackRNNModule(L.LightningModule):
         self._train_nll, self._train_chars = 0.0, 0.0
 
     def training_step(self, batch, batch_idx):
+        if self.online:
+            return self._online_step(batch)
         inputs, targets, resets, mask = batch["inputs"], batch["targets"], batch["resets"], batch["loss_mask"]
         state = self._carried_state(inputs.shape[0])
         if self.hparams.overlap and self._previous is not None:
@@ -310,6 +373,38 @@ class StackRNNModule(L.LightningModule):
             self.log("lr", self.lr, prog_bar=True)
             self._train_nll, self._train_chars = 0.0, 0.0
         return loss
+
+    def _online_step(self, batch):
+        """One epoch's stream (one row) through the code's online loop, in place on the weights."""
+        if batch["inputs"].shape[0] != 1:
+            raise ValueError(
+                "protocol 'online' trains one stream: set data.protocol=online (data.batch_size=1)"
+            )
+        core = self.core
+        stacks = core.initial_state(1)[1][0].contiguous()
+        with torch.no_grad():
+            nll, steps = kernel.online_sgd(
+                core.embed.data,
+                core.stack_to_hidden.data,
+                core.readout.data,
+                stacks,
+                batch["inputs"][0],
+                batch["targets"][0],
+                batch["resets"][0],
+                batch["loss_mask"][0] > 0,
+                lr=self.lr,
+                depth=core.depth,
+                n_actions=core.n_actions,
+                bptt=self.trainer.datamodule.hparams.bptt,
+                clip=self.hparams.error_clip,
+            )
+        # The kernel made the SGD steps; the optimizer's step (no gradients: it changes nothing) counts the
+        # epoch as a step, which Lightning's checkpointing and logging go by.
+        self.optimizers().step()
+        mean = torch.tensor(nll / max(steps, 1), dtype=torch.float64)
+        self.log("train/nll", mean, prog_bar=True)
+        self.log("lr", self.lr, prog_bar=True)
+        return mean
 
     # ----------------------------------------------------------------------------------------------
     # validation: entropy (mean -log10 p over the stream), LR halving with snapshot restore
@@ -454,6 +549,7 @@ class StackRNNModule(L.LightningModule):
         learning rate of every epoch, and the epochs of the tested snapshots (the soft one; for the "+
         rounding" row the rounded one, which is the soft one under -hard or when they coincide)."""
         details = dict(self.details)
+        details["implementation"] = self.implementation
         details["val_curve"] = self.history
         details["best_epoch"] = self.best_epoch
         if self.has_stacks:
