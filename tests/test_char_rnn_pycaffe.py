@@ -20,7 +20,7 @@ import torch
 from papers.char_rnn import data as char_data
 from papers.char_rnn.data import Corpus, StreamSplitCharData, stream_split
 from papers.char_rnn.grid import FOLDER
-from papers.char_rnn.model import CharRNN, parameter_count
+from papers.char_rnn.model import CharRNN, CharRNNModule, parameter_count
 from repro import config as config_lib
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -192,3 +192,62 @@ def test_datamodule_reads_each_streams_tail_as_parallel_test_streams(tmp_path, m
     train = torch.cat([b["inputs"] for b in data.train_dataloader()], dim=1)
     assert train.shape == (4, 450) and train[1].tolist() == ids[500:950].tolist()
     assert len(data.parts["test"]) == 200 and data.parts["test"][:50].tolist() == ids[450:500].tolist()
+
+
+def test_mean_loss_with_clip_decay_and_delta_over_t_takes_caffes_steps():
+    """Caffe minimises the sum of the T per-step SoftmaxWithLoss (each a batch mean): ClipGradients (global
+    L2 norm), then L2 weight decay (decay_mult 0 on biases), then RMSProp (delta after the root), lr_mult 2 on
+    biases. The module's mean loss with clip / T, weight decay / T and delta / T (grid.pycaffe_config) must
+    take the same steps; the clip is set low so that it acts."""
+    T, clip, decay, delta = 6, 0.05, 0.01, 1e-8
+    torch.manual_seed(0)
+    module = CharRNNModule(
+        vocab_size=K,
+        cell="lstm_ch",
+        hidden_size=8,
+        layers=2,
+        init="pycaffe",
+        lr=5e-3,
+        rms_alpha=0.8,
+        rms_eps=delta / T,
+        weight_decay=decay / T,
+        bias_lr_mult=2.0,
+    )
+    caffe = {n: p.detach().clone() for n, p in module.net.named_parameters()}
+    history = {n: torch.zeros_like(p) for n, p in caffe.items()}
+    optimizer = module.configure_optimizers()
+    x = torch.randint(0, K, (3, T + 1))
+    for _ in range(3):
+        module.state = None
+        nll, _ = module.nats({"inputs": x[:, :T], "targets": x[:, 1:]})
+        optimizer.zero_grad()
+        (nll / x[:, 1:].numel()).backward()
+        torch.nn.utils.clip_grad_norm_(module.net.parameters(), clip / T)  # Lightning's "norm" clipping
+        optimizer.step()
+        # Caffe, by hand, on its own copy of the weights.
+        net = CharRNN(K, "lstm_ch", 8, 2, init="pycaffe")
+        with torch.no_grad():
+            for n, p in net.named_parameters():
+                p.copy_(caffe[n])
+        logits, _ = net(x[:, :T], net.zero_state(3))
+        loss = sum(torch.nn.functional.cross_entropy(logits[:, t], x[:, t + 1]) for t in range(T))
+        grads = dict(zip(caffe, torch.autograd.grad(loss, list(net.parameters())), strict=True))
+        norm = torch.sqrt(sum((g**2).sum() for g in grads.values()))
+        assert norm > clip  # the clip acts
+        for n, g in grads.items():
+            g = g * (clip / norm)
+            bias = "bias" in n
+            g = g if bias else g + decay * caffe[n]
+            history[n] = 0.8 * history[n] + 0.2 * g**2
+            caffe[n] = caffe[n] - 5e-3 * (2.0 if bias else 1.0) * g / (history[n].sqrt() + delta)
+    for n, p in module.net.named_parameters():
+        assert torch.allclose(p, caffe[n], atol=1e-6, rtol=1e-4), n
+    # The committed configs hold Caffe's clip 100, weight decay 1e-4 and delta 1e-8 over their T.
+    for tier in ("smoke", "cpu", "full"):
+        config = config_lib.load(CONFIGS / f"lk_pycaffe_lstm-{tier}.yaml")
+        steps, hp = config["data"]["init_args"]["unroll"], config["model"]["init_args"]
+        assert config["trainer"]["gradient_clip_val"] == pytest.approx(100 / steps)
+        assert config["trainer"]["gradient_clip_algorithm"] == "norm"
+        assert hp["weight_decay"] == pytest.approx(1e-4 / steps) and hp["rms_eps"] == pytest.approx(
+            1e-8 / steps
+        )
