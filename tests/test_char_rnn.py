@@ -666,17 +666,18 @@ def test_resume_equals_uninterrupted(smoke_run, tmp_path, harness_state):
 @needs_linux
 @pytest.mark.slow
 def test_pycaffe_smoke_runs_without_validation_repeats_windows_and_resumes(tmp_path, harness_state):
-    """The full training split of 5,000 bytes (8 windows of 10 x 50) instead of the smoke tier's 4 batches, so
-    that the schedule shows: 5 steps per window in epoch 1, 2 in epoch 2. A run resumed after epoch 1 follows
-    the schedule too and, dropout masks included, equals the uninterrupted one."""
+    """The full training split of 5,000 bytes (10 streams of 499, 9 windows of 50 each: 8 train, 1 test)
+    instead of the smoke tier's 4 batches, so that the schedule shows: 5 steps per window in epoch 1, 2 in
+    epoch 2. A run resumed after epoch 1 follows the schedule too and, dropout masks included, equals the
+    uninterrupted one."""
     overrides = ["data.limit_chars=5000", "trainer.limit_train_batches=1.0"]
     record = run(tmp_path / "a", overrides, experiment="lk_pycaffe_lstm")
     metrics = record["metrics"]
     assert "val_nats" not in metrics and "best_epoch" not in metrics
     assert 0 < metrics["test_nats"] < math.log(LK_K) + 0.5
-    assert metrics["test_characters"] == 500 - 1
-    assert metrics["parameters"] == parameter_count("lstm", 128, 2, LK_K) - 2 * 4 * 128  # frozen bias_hh
-    windows = (4500 - 1) // 10 // 50
+    assert metrics["test_characters"] == 10 * 50  # the last window of each of the 10 streams
+    assert metrics["parameters"] == parameter_count("lstm_ch", 128, 2, LK_K) == 358_524
+    windows = int((4999 // 10 // 50) * 0.9)
     assert windows == 8
 
     def steps(root):

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from papers.char_rnn.model import LSTM_CELLS
 from papers.char_rnn.trained import Trained, head_of_test, load
 from repro import results
 
@@ -117,7 +118,7 @@ def activations(trace: list[dict[str, torch.Tensor]], cell: str) -> tuple[np.nda
     column's (layer, unit): layers from 1, units from 0."""
     columns, labels = [], []
     for layer, values in enumerate(trace, start=1):
-        a = values["c"].tanh() if cell == "lstm" else values["h"]
+        a = values["c"].tanh() if cell in LSTM_CELLS else values["h"]
         columns.append(a.double().numpy())
         labels += [(layer, u) for u in range(a.shape[1])]
     return np.concatenate(columns, axis=1), labels
@@ -204,7 +205,8 @@ def page(
     levels = "\n".join(
         f".c{k + LEVELS} {{ background: {colour(k / LEVELS)}; }}" for k in range(-LEVELS, LEVELS + 1)
     )
-    what = "tanh(c), the cell state squashed to [-1, 1]" if trained.cell == "lstm" else "h, the hidden state"
+    lstm = trained.cell in LSTM_CELLS
+    what = "tanh(c), the cell state squashed to [-1, 1]" if lstm else "h, the hidden state"
     pieces = display_pieces(raw)
     rows = []
     for name, entry in report["features"].items():
@@ -264,7 +266,7 @@ def analyse(trained: Trained, chars: int, top: int, cells: list[tuple[int, int]]
     hidden = trained.net.hidden_size
     report = {
         **trained.provenance(),
-        "activation": "tanh(c)" if trained.cell == "lstm" else "h",
+        "activation": "tanh(c)" if trained.cell in LSTM_CELLS else "h",
         "characters": len(raw),
         "quote_mark": '"',
         "features": {},

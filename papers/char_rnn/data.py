@@ -16,6 +16,9 @@ global batch is ``batch_size`` streams whatever the device count.
 Evaluation reads a split as ``eval_streams`` contiguous pieces (1 by default: the whole split as one stream,
 state reset once at its start, spec §6), cut into ``eval_chunk``-wide windows with the state carried across
 them. Every character of the split but the first is predicted exactly once.
+
+``StreamSplitCharData`` cuts the streams first and splits each of them (pycaffe-recurrent's loader, and
+char-rnn's): the held-out windows are the tail of every stream, read as ``batch_size`` parallel streams.
 """
 
 from __future__ import annotations
@@ -240,7 +243,7 @@ class CharData(RunAwareDataModule):
         hp = self.hparams
         if hp.batch_size % world:
             raise ValueError(f"data.batch_size {hp.batch_size} must be divisible by the {world} devices")
-        inputs, targets = streams(self.parts["train"], hp.batch_size, hp.unroll)
+        inputs, targets = self.training_streams()
         inputs, targets = inputs[rank::world], targets[rank::world]
 
         def epoch_windows() -> Windows:
@@ -251,11 +254,21 @@ class CharData(RunAwareDataModule):
         # the loader is iterated (once per epoch), as DKT's loader does.
         return self._loader(EachEpoch(epoch_windows))
 
+    def training_streams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets), ``batch_size`` × L: the training split cut into streams of whole windows."""
+        return streams(self.parts["train"], self.hparams.batch_size, self.hparams.unroll)
+
+    def evaluation_streams(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of an evaluation split: ``eval_streams`` pieces (empty when it is empty)."""
+        if len(self.parts[part]) < 2:
+            return torch.empty(0, 0), torch.empty(0, 0)
+        return streams(self.parts[part], self.hparams.eval_streams)
+
     def _evaluation(self, part: str):
         world, rank = self.world
-        if len(self.parts[part]) < 2:
+        inputs, targets = self.evaluation_streams(part)
+        if inputs.numel() == 0:
             return self._loader(Windows(torch.empty(0, 0), torch.empty(0, 0), 1))
-        inputs, targets = streams(self.parts[part], self.hparams.eval_streams)
         return self._loader(Windows(inputs[rank::world], targets[rank::world], self.hparams.eval_chunk))
 
     def val_dataloader(self):
@@ -268,3 +281,90 @@ class CharData(RunAwareDataModule):
     def _loader(windows: Windows) -> DataLoader:
         # Windows are already batches; the order is the text's order, never shuffled.
         return DataLoader(windows, batch_size=None)
+
+
+def stream_split(
+    ids: np.ndarray, count: int, unroll: int, fractions: tuple[float, float, float]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """pycaffe-recurrent's loader (recurrent.ipynb, "Load Data"): inputs are the text but its last character,
+    targets the text from its second; each is cut into ``count`` streams of m = (N - 1) // count characters
+    (stream s starts at s·m), each stream into n = m // unroll windows (its last m - n·unroll characters
+    left out), and the split is over the window index: the first floor(n·train) windows of every stream
+    train, the next floor(n·val) validate, the rest test. Returns part -> (inputs, targets), ``count`` ×
+    (windows · unroll) each (0 columns for an empty part)."""
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-9 or min(fractions) < 0:
+        raise ValueError(
+            f"data.split must be three fractions summing to 1 (train, val, test), got {fractions}"
+        )
+    m = (len(ids) - 1) // count
+    n = m // unroll
+    if n == 0:
+        raise ValueError(
+            f"{len(ids)} characters cannot fill {count} streams of {unroll} steps; lower data.batch_size "
+            f"or data.unroll (or use more of the corpus)"
+        )
+    rows = (np.arange(count) * m)[:, None] + np.arange(n * unroll)[None, :]
+    inputs, targets = ids[:-1][rows], ids[1:][rows]
+    train = int(n * fractions[0] + 1e-9)  # the notebook's 9 * n / 10 in Python 2 integers for 0.9
+    val = int(n * fractions[1] + 1e-9)
+    bounds = {"train": (0, train), "val": (train, train + val), "test": (train + val, n)}
+    return {
+        part: (inputs[:, a * unroll : b * unroll], targets[:, a * unroll : b * unroll])
+        for part, (a, b) in bounds.items()
+    }
+
+
+class StreamSplitCharData(CharData):
+    """``CharData`` whose split is taken within each of the ``batch_size`` streams (``stream_split``), as
+    pycaffe-recurrent's loader does: training reads the head of every stream, validation and test its tail,
+    each read as the same ``batch_size`` parallel streams with the state carried across windows from zeros at
+    the start of the split (pycaffe's test net: batch 128, state carried, reset each pass).
+
+    Args: as ``CharData``, less ``eval_streams`` (the evaluation streams are the ``batch_size`` tails).
+    ``parts`` holds each part's streams one after another (``head_of_test`` reads the first stream's tail).
+    """
+
+    def __init__(
+        self,
+        corpus: str = "linux_kernel",
+        split: tuple[float, float, float] = (0.9, 0.0, 0.1),
+        batch_size: int = 128,
+        unroll: int = 100,
+        eval_chunk: int = 2000,
+        window_repeats: tuple[int, ...] = (1,),
+        limit_chars: int | None = None,
+    ):
+        eval_streams = batch_size  # the tails of the training streams
+        super().__init__(
+            corpus, split, batch_size, unroll, eval_streams, eval_chunk, window_repeats, limit_chars
+        )
+        self.pieces: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def setup(self, stage: str | None = None):
+        if self.vocab is not None:
+            return
+        hp = self.hparams
+        raw = read_bytes(hp.corpus)
+        self.vocab = Vocabulary.of(raw)  # the notebook's sorted(set(txt)), over the whole file
+        if hp.limit_chars:
+            raw = raw[: hp.limit_chars]
+        ids = self.vocab.encode(raw).astype(np.uint8)
+        self.pieces = stream_split(ids, hp.batch_size, hp.unroll, tuple(hp.split))
+        self.parts = {part: inputs.reshape(-1) for part, (inputs, _) in self.pieces.items()}
+        log.info(
+            "%s: %d bytes, %d symbols, %d streams; per stream train %d, val %d, test %d characters",
+            hp.corpus,
+            len(raw),
+            len(self.vocab),
+            hp.batch_size,
+            *(self.pieces[p][0].shape[1] for p in ("train", "val", "test")),
+        )
+
+    def training_streams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(torch.from_numpy(a.astype(np.int64)) for a in self.pieces["train"])
+
+    def evaluation_streams(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = self.pieces[part]
+        if inputs.shape[1] == 0:
+            return torch.empty(0, 0), torch.empty(0, 0)
+        return torch.from_numpy(inputs.astype(np.int64)), torch.from_numpy(targets.astype(np.int64))

@@ -12,6 +12,19 @@ LSTM: i, f, o = σ(·), g = tanh(·), c_t = f⊙c_{t−1} + i⊙g, h_t = o⊙tan
 PyTorch orders the fused gates i, f, g, o where char-rnn has i, f, o, g: with a symmetric initialisation the
 order does not matter). Dropout never touches the recurrent connections.
 
+``lstm_ch`` is pycaffe-recurrent's LSTM layer (``lstm_step`` and ``get_net_param`` in its recurrent.ipynb),
+whose state blob of size 2H is [c_t, h_t] and is at once the state carried to the next step and the layer's
+output, read by the layer above and by the readout:
+
+    [i, f, o, g] = W_l [s_t^{l-1}, h_{t-1}^l] + b_l                 one InnerProduct, one bias, 4H outputs
+    c_t = σ(f)⊙c_{t-1} + σ(i)⊙tanh(g),   h_t = σ(o)⊙tanh(c_t)
+    s_t^l = dropout_l([c_t, h_t])      s_t^0 = onehot(x_t); the dropped s_t^l is also what step t+1 reads
+    p(x_{t+1} | x_{<=t}) = softmax(W_y s_t^L + b_y)
+
+so dropout (Caffe's, from layer ``dropout_from_layer`` up, train only) acts on the carried c and h as well as
+on what goes up: 358,524 parameters for 2 layers of 128 units on 124 symbols, where the ``lstm`` cell of the
+same size has 277,116.
+
 Two initialisations (spec §3.3, §3.4):
 - ``charrnn``: every parameter U(−0.08, 0.08), then the LSTM forget-gate bias of the input-to-hidden Linear
   set to 1 (char-rnn sets entries H+1..2H of the i2h bias; the h2h bias keeps its uniform draw).
@@ -19,7 +32,10 @@ Two initialisations (spec §3.3, §3.4):
   the hidden-to-hidden bias stays at zero and is not trained.
 
 The loss is the mean negative log-likelihood per predicted character in nats (ClassNLL on LogSoftMax in
-char-rnn, SoftmaxWithLoss in Caffe); bits per character = nats / ln 2.
+char-rnn, SoftmaxWithLoss in Caffe); bits per character = nats / ln 2. pycaffe-recurrent trains on the sum
+of its T per-step losses (each a batch mean), whose gradient is T times this mean's: with RMSProp, which is
+blind to a gradient's scale but for its delta, its clip 100, weight decay 1e-4 and delta 1e-8 make the same
+steps as clip 100/T, weight decay 1e-4/T and delta 1e-8/T on the mean (grid.py converts them).
 """
 
 from __future__ import annotations
@@ -33,13 +49,19 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import SumMetric
 
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # fused gate blocks per layer
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}  # and lstm_ch: CaffeLSTM
+GATES = {"lstm": 4, "gru": 3, "rnn": 1, "lstm_ch": 4}  # fused gate blocks per layer
+LSTM_CELLS = ("lstm", "lstm_ch")  # cells with a memory c (the analyses read tanh(c))
 
 
 def parameter_count(cell: str, hidden: int, layers: int, vocab: int) -> int:
-    """Parameters of the network (two bias vectors per gate block, as char-rnn and torch have)."""
+    """Parameters of the network (two bias vectors per gate block, as char-rnn and torch have; one, and
+    [c, h] read by the layer above and the readout, for ``lstm_ch``)."""
     g = GATES[cell]
+    if cell == "lstm_ch":
+        first = g * hidden * (vocab + hidden) + g * hidden
+        later = g * hidden * (2 * hidden + hidden) + g * hidden
+        return first + (layers - 1) * later + 2 * hidden * vocab + vocab
     first = g * hidden * (vocab + hidden) + 2 * g * hidden
     later = g * hidden * (2 * hidden) + 2 * g * hidden
     return first + (layers - 1) * later + hidden * vocab + vocab
@@ -50,6 +72,44 @@ def matched_hidden(cell: str, lstm_hidden: int, layers: int, vocab: int) -> int:
     the paper matches budgets across cell types within a size setting (spec §3.1)."""
     budget = parameter_count("lstm", lstm_hidden, layers, vocab)
     return min(range(1, 8 * lstm_hidden), key=lambda h: abs(parameter_count(cell, h, layers, vocab) - budget))
+
+
+class CaffeLSTM(nn.Module):
+    """pycaffe-recurrent's LSTM layer: one InnerProduct over [input, h_{t-1}] (``weight`` 4H × (n + H), its
+    columns the input's then h's, and one ``bias``) gives the gates in Caffe's order i, f, o, g; the output
+    and carried state is [c_t, h_t] (B × 2H), multiplied by the dropout ``mask`` of its step when one is given
+    (B × T × 2H, already scaled by 1 / keep), before the next step reads it."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.weight = nn.Parameter(torch.empty(4 * hidden_size, input_size + hidden_size))
+        self.bias = nn.Parameter(torch.zeros(4 * hidden_size))
+
+    def forward(
+        self, inputs: torch.Tensor, state: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs ``B × T × 2H`` for inputs ``B × T × n`` from ``state`` (``B × 2H``), and the last state."""
+        n, hidden = self.input_size, self.hidden_size
+        from_input = F.linear(inputs, self.weight[:, :n], self.bias)  # every step's input part at once
+        w_h = self.weight[:, n:].t()
+        c, h = state[:, :hidden], state[:, hidden:]
+        cs, hs = [], []
+        steps = from_input.unbind(1)  # not from_input[:, t], whose backward fills a B × T × 4H zero per step
+        masks = mask.unbind(1) if mask is not None else [None] * len(steps)
+        for step, step_mask in zip(steps, masks, strict=True):
+            gates = torch.addmm(step, h, w_h)
+            i, f, o = gates[:, : 3 * hidden].sigmoid().chunk(3, dim=1)
+            c = f * c + i * gates[:, 3 * hidden :].tanh()
+            h = o * c.tanh()
+            if step_mask is not None:  # Caffe's Dropout on the [c, h] blob, which step t + 1 reads
+                c, h = c * step_mask[:, :hidden], h * step_mask[:, hidden:]
+            cs.append(c)
+            hs.append(h)
+        state = torch.cat([c, h], dim=1)
+        if not cs:
+            return inputs.new_zeros(inputs.shape[0], 0, 2 * hidden), state
+        return torch.cat([torch.stack(cs, dim=1), torch.stack(hs, dim=1)], dim=2), state
 
 
 class CharRNN(nn.Module):
@@ -66,17 +126,21 @@ class CharRNN(nn.Module):
         init: str = "charrnn",
     ):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"model.cell must be one of {', '.join(CELLS)}, not {cell!r}")
+        if cell not in GATES:
+            raise ValueError(f"model.cell must be one of {', '.join(GATES)}, not {cell!r}")
         if init not in ("charrnn", "pycaffe"):
             raise ValueError(f"model.init must be charrnn or pycaffe, not {init!r}")
         self.vocab_size, self.cell, self.hidden_size = vocab_size, cell, hidden_size
         self.dropout, self.dropout_from_layer = dropout, dropout_from_layer
-        sizes = [vocab_size] + [hidden_size] * layers
-        self.layers = nn.ModuleList(
-            CELLS[cell](sizes[i], hidden_size, batch_first=True) for i in range(layers)
-        )
-        self.decoder = nn.Linear(hidden_size, vocab_size)
+        width = 2 * hidden_size if cell == "lstm_ch" else hidden_size  # what a layer passes up
+        sizes = [vocab_size] + [width] * layers
+        if cell == "lstm_ch":
+            self.layers = nn.ModuleList(CaffeLSTM(sizes[i], hidden_size) for i in range(layers))
+        else:
+            self.layers = nn.ModuleList(
+                CELLS[cell](sizes[i], hidden_size, batch_first=True) for i in range(layers)
+            )
+        self.decoder = nn.Linear(width, vocab_size)
         self.generator = torch.Generator().manual_seed(0)
         self.initialise(init)
 
@@ -85,22 +149,29 @@ class CharRNN(nn.Module):
             if init == "charrnn":
                 for p in self.parameters():
                     p.uniform_(-0.08, 0.08)
+                forget = slice(self.hidden_size, 2 * self.hidden_size)  # i, f, ... in both gate orders
                 if self.cell == "lstm":
                     for layer in self.layers:
-                        layer.bias_ih_l0[self.hidden_size : 2 * self.hidden_size] = 1.0
+                        layer.bias_ih_l0[forget] = 1.0
+                elif self.cell == "lstm_ch":
+                    for layer in self.layers:
+                        layer.bias[forget] = 1.0
             else:
                 for name, p in self.named_parameters():
                     if "bias" in name:
                         p.zero_()
                     else:
                         p.uniform_(-0.01, 0.01)
-                for layer in self.layers:
-                    layer.bias_hh_l0.requires_grad_(False)
+                if self.cell != "lstm_ch":  # CaffeLSTM has the one bias already
+                    for layer in self.layers:
+                        layer.bias_hh_l0.requires_grad_(False)
 
     def zero_state(self, batch: int, device=None) -> list:
         def zeros():
             return torch.zeros(1, batch, self.hidden_size, device=device)
 
+        if self.cell == "lstm_ch":  # [c, h]
+            return [torch.zeros(batch, 2 * self.hidden_size, device=device) for _ in self.layers]
         return [(zeros(), zeros()) if self.cell == "lstm" else zeros() for _ in self.layers]
 
     def reseed_dropout(self, seed: int) -> None:
@@ -116,11 +187,24 @@ class CharRNN(nn.Module):
         mask = torch.bernoulli(torch.full(x.shape, keep), generator=self.generator).to(x.device)
         return x * mask / keep
 
+    def dropout_mask(self, shape: tuple, layer: int, device=None) -> torch.Tensor | None:
+        """``lstm_ch``: the scaled mask (0 or 1 / keep) of every step of ``layer``, or None where ``drop``
+        would leave the layer's output alone."""
+        if not self.training or self.dropout == 0 or layer < self.dropout_from_layer:
+            return None
+        keep = 1.0 - self.dropout
+        return (torch.bernoulli(torch.full(shape, keep), generator=self.generator) / keep).to(device)
+
     def forward(self, inputs: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
         """Logits ``B × T × K`` for byte ids ``B × T``, and the state after the last step."""
         h = F.one_hot(inputs, self.vocab_size).to(self.decoder.weight.dtype)
         new_state = []
         for number, (layer, s) in enumerate(zip(self.layers, state, strict=True), start=1):
+            if self.cell == "lstm_ch":  # dropout inside the recurrence: the dropped [c, h] is the state
+                shape = (h.shape[0], h.shape[1], 2 * self.hidden_size)
+                h, s = layer(h, s, self.dropout_mask(shape, number, h.device))
+                new_state.append(s)
+                continue
             h, s = layer(h, s)
             new_state.append(s)
             h = self.drop(h, number)
@@ -129,8 +213,10 @@ class CharRNN(nn.Module):
     def trace(self, inputs: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Per layer, every gate and state of every step for one stream (``T`` byte ids), recomputed from
         the layer's weights step by step: the analyses (cells, gate saturation) read these. LSTM: i, f, o,
-        g, c, h; GRU: r, z, n, h; RNN: h. Each tensor is ``T × H``."""
+        g, c, h; GRU: r, z, n, h; RNN: h. Each tensor is ``T × H``. (Evaluation mode: no dropout.)"""
         x = F.one_hot(inputs, self.vocab_size).to(self.decoder.weight.dtype)
+        if self.cell == "lstm_ch":
+            return self.trace_caffe(x)
         out = []
         with torch.no_grad():
             for layer in self.layers:
@@ -163,6 +249,27 @@ class CharRNN(nn.Module):
                 x = out[-1]["h"]
         return out
 
+    def trace_caffe(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """``trace`` for ``lstm_ch``: the layer above reads [c, h]."""
+        out = []
+        with torch.no_grad():
+            for layer in self.layers:
+                w_x, w_h = layer.weight[:, : layer.input_size], layer.weight[:, layer.input_size :]
+                h = torch.zeros(self.hidden_size)
+                c = torch.zeros(self.hidden_size)
+                steps: dict[str, list] = {}
+                pre_x = x @ w_x.T + layer.bias
+                for t in range(len(x)):
+                    i, f, o, g = (pre_x[t] + w_h @ h).chunk(4)
+                    i, f, o, g = i.sigmoid(), f.sigmoid(), o.sigmoid(), g.tanh()
+                    c = f * c + i * g
+                    h = o * c.tanh()
+                    for key, value in {"i": i, "f": f, "o": o, "g": g, "c": c, "h": h}.items():
+                        steps.setdefault(key, []).append(value)
+                out.append({key: torch.stack(v) for key, v in steps.items()})
+                x = torch.cat([out[-1]["c"], out[-1]["h"]], dim=1)
+        return out
+
 
 class CharRNNModule(L.LightningModule):
     """Truncated-BPTT training of ``CharRNN`` on the windows of ``papers.char_rnn.data.CharData``.
@@ -174,7 +281,8 @@ class CharRNNModule(L.LightningModule):
     Args:
         vocab_size: K, the corpus's distinct bytes (87 for War and Peace); checked against the data.
         cell, hidden_size, layers, dropout, dropout_from_layer, init: see ``CharRNN``. char-rnn drops the
-            output of every layer (``dropout_from_layer`` 1), pycaffe-recurrent that of layers 2..L (2).
+            output of every layer (``dropout_from_layer`` 1), pycaffe-recurrent that of layers 2..L (2),
+            whose output is its carried [c, h] (``cell`` lstm_ch).
         lr: RMSProp learning rate; ``rms_alpha`` its squared-gradient decay, ``rms_eps`` added after the
             square root (as Torch7 ``optim.rmsprop`` and Caffe do).
         lr_decay, lr_decay_after: after each epoch numbered ``lr_decay_after`` or later (1-based), multiply

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from papers.char_rnn.trained import Trained, head_of_test, load  # noqa: E402
 from repro import results  # noqa: E402
 
-GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z")}
+GATES = {"lstm": ("i", "f", "o"), "lstm_ch": ("i", "f", "o"), "gru": ("r", "z")}
 GATE_NAMES = {
     "i": "input gate",
     "f": "forget gate",

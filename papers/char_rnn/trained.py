@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,9 @@ def load(experiment: str, tier: str = "cpu", seed: int = 1, runs_root: Path | No
         kind = "final (no validation split)"
     net.load_state_dict(weights)
     net.eval()
-    data = CharData(**config["data"]["init_args"])
+    data_class = config_lib.import_class(config["data"]["class_path"])
+    accepted = inspect.signature(data_class).parameters  # a checkpoint keeps every saved hyperparameter
+    data = data_class(**{k: v for k, v in config["data"]["init_args"].items() if k in accepted})
     data.setup()
     if len(data.vocab) != net.vocab_size:
         raise ValueError(
