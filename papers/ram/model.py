@@ -82,7 +82,9 @@ class ImageClassifier(L.LightningModule):
         if hp.optimizer == "adam":
             optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr)
         else:
-            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum)
+            # foreach: one call per update over all tensors (the per-tensor loop's kernels, so the same
+            # numbers; tested): at RAM's batch of 20 the loop's Python overhead is a visible part of a step.
+            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, foreach=True)
         if hp.lr_decay == "none":
             return optimizer
         epochs = hp.decay_epochs or self.trainer.max_epochs
@@ -163,47 +165,62 @@ class GlimpseSensor(nn.Module):
         return patch * inside
 
     def forward(self, images: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.largest_patch(images, locations))
-
-    def pool(self, patch: torch.Tensor) -> torch.Tensor:
-        """B × widest × widest → B × features: each scale's centred crop, average-pooled to size × size."""
-        patch = patch.unsqueeze(1)
+        patch = self.largest_patch(images, locations).unsqueeze(1)
         views = []
         for s in range(self.scales):
             width, offset = self.size * 2**s, (self.widest - self.size * 2**s) // 2
             crop = patch[:, :, offset : offset + width, offset : offset + width]
-            # Pooling by 1 is a copy (x / 1): skipped, the values are the same.
-            views.append((F.avg_pool2d(crop, 2**s) if s else crop).flatten(1))
-        return torch.cat(views, dim=1) if len(views) > 1 else views[0]
+            views.append(F.avg_pool2d(crop, 2**s).flatten(1))
+        return torch.cat(views, dim=1)
 
     def prepare(self, images: torch.Tensor) -> PaddedImages:
-        """Once per rollout: the images zero-padded so that every widest patch lies inside them, for ``look``."""
+        """Once per rollout: the images zero-padded so that every widest patch lies inside them, as a view of
+        all their patches, for ``look``."""
         _, _, height, width = images.shape
         w = self.widest
-        # A centre runs over 0..W (l = 1 maps to W, just outside): rows centre - w//2 .. centre + w - 1 - w//2.
-        padded = F.pad(images, (w // 2, w - w // 2, w // 2, w - w // 2))
-        span = torch.arange(w, device=images.device)
-        offsets = (span[:, None] * padded.shape[-1] + span[None, :]).view(-1)
+        # A centre c runs over 0..W (l = 1 maps to W, just outside); its patch, rows c - w//2 to
+        # c + w - 1 - w//2, starts at the padded image's row (column) c, after w//2 zeros.
+        padded = F.pad(images[:, 0], (w // 2, w - w // 2, w // 2, w - w // 2))
+        patches = padded.unfold(1, w, 1).unfold(2, w, 1)  # B × (H + 1) × (W + 1) × w × w, a view
         scale = torch.tensor([width, height]).to(images)
-        return PaddedImages(padded.reshape(len(images), -1), offsets, scale, padded.shape[-1])
+        return PaddedImages(patches, torch.arange(len(images), device=images.device), scale)
 
     def look(self, prepared: PaddedImages, locations: torch.Tensor) -> torch.Tensor:
         """``forward`` on ``prepare``'s images, bit for bit (for finite images >= 0: a pixel times the old
-        outside-mask's 0 is +0, as the padding is): one index sum and one gather instead of ~20 small ops."""
-        locations = torch.nan_to_num(locations, nan=0.0).clamp(-1, 1)
-        centre = torch.floor((locations + 1) / 2 * prepared.scale).long()
-        # The patch's top-left corner in the padded image is the centre's pixel (row, column), shifted by the
-        # padding w//2 and back by the half-width w//2.
-        corner = centre[:, 1] * prepared.row + centre[:, 0]
-        patch = torch.gather(prepared.flat, 1, corner[:, None] + prepared.offsets)
-        return self.pool(patch.view(len(patch), self.widest, self.widest))
+        outside-mask's 0 is +0, as the padding is): one indexed copy of the widest patches instead of ~20
+        small ops."""
+        patches, batch, scale = prepared
+        return _look(patches, batch, scale, locations, self.size, self.scales)
+
+
+@torch.jit.script
+def _look(
+    patches: torch.Tensor,
+    batch: torch.Tensor,
+    scale: torch.Tensor,
+    locations: torch.Tensor,
+    size: int,
+    scales: int,
+) -> torch.Tensor:
+    """GlimpseSensor.look (TorchScript: the fast rollout's loop calls it too)."""
+    locations = torch.nan_to_num(locations, nan=0.0).clamp(-1, 1)
+    centre = torch.floor((locations + 1) / 2 * scale).long()
+    patch = patches[batch, centre[:, 1], centre[:, 0]]  # B × widest × widest
+    widest = patch.shape[-1]
+    views: list[torch.Tensor] = []
+    for s in range(scales):
+        width = size * (1 << s)
+        offset = (widest - width) // 2
+        crop = patch[:, offset : offset + width, offset : offset + width]
+        # Pooling by 1 is x / 1, a copy: skipped (the reference pools; the values are the same).
+        views.append((F.avg_pool2d(crop, 1 << s) if s > 0 else crop).flatten(1))
+    return torch.cat(views, 1) if len(views) > 1 else views[0]
 
 
 class PaddedImages(NamedTuple):
-    flat: torch.Tensor  # B × (H + w)(W + w): the images with w//2 zeros before and w - w//2 after each side
-    offsets: torch.Tensor  # w²: a widest patch's flat pixel offsets from its top-left corner
+    patches: torch.Tensor  # B × (H + 1) × (W + 1) × w × w: the widest patch at each centre, a view
+    batch: torch.Tensor  # 0..B-1
     scale: torch.Tensor  # [W, H], maps (l + 1) / 2 to the pixel
-    row: int  # the padded images' row stride
 
 
 class Rollout(NamedTuple):
@@ -298,7 +315,9 @@ class RAMModule(ImageClassifier):
             return _FastRollout.run(self, images, start, sample, generator)
         return self.reference_rollout(images, start, sample, generator)
 
-    def reference_rollout(self, images: torch.Tensor, start: torch.Tensor, sample: bool, generator=None) -> Rollout:
+    def reference_rollout(
+        self, images: torch.Tensor, start: torch.Tensor, sample: bool, generator=None
+    ) -> Rollout:
         hp = self.hparams
         h = images.new_zeros(len(images), hp.hidden)
         location = start
@@ -326,15 +345,25 @@ class RAMModule(ImageClassifier):
             torch.stack(locations, 1),
         )
 
-    def hybrid_loss(self, rollout: Rollout, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def hybrid_loss(
+        self, rollout: Rollout, labels: torch.Tensor, reference: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """ce + reinforce + baseline (module docstring). ``reference``: under autograd op by op; the default
+        is one autograd Function with the same values and gradients bit for bit (``_FastLoss``)."""
         reward = (rollout.logits.argmax(-1) == labels).float()
-        advantage = reward[:, None] - rollout.baselines.detach()
-        parts = {
-            "ce": F.cross_entropy(rollout.logits, labels),
-            "reinforce": -(advantage * rollout.log_probs).sum(1).mean(),
-            "baseline": (rollout.baselines - reward[:, None]).pow(2).sum(1).mean(),
-        }
-        parts["loss"] = parts["ce"] + parts["reinforce"] + parts["baseline"]
+        if reference or rollout.log_probs.shape[1] == 0 or not rollout.log_probs.requires_grad:
+            advantage = reward[:, None] - rollout.baselines.detach()
+            parts = {
+                "ce": F.cross_entropy(rollout.logits, labels),
+                "reinforce": -(advantage * rollout.log_probs).sum(1).mean(),
+                "baseline": (rollout.baselines - reward[:, None]).pow(2).sum(1).mean(),
+            }
+            parts["loss"] = parts["ce"] + parts["reinforce"] + parts["baseline"]
+        else:
+            ce, reinforce, baseline, loss = _FastLoss.apply(
+                rollout.logits, rollout.log_probs, rollout.baselines, labels, reward
+            )
+            parts = {"ce": ce, "reinforce": reinforce, "baseline": baseline, "loss": loss}
         parts["reward"] = reward.mean()
         return parts
 
@@ -400,8 +429,9 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: float) -> torch.
 
 class _FastRollout(torch.autograd.Function):
     """RAMModule.reference_rollout as one autograd node: the forward runs the same operations on the same
-    tensors without recording a graph, and the backward is the chain rule autograd would run, op for op, so the
-    gradients are equal bit for bit:
+    tensors without recording a graph (TorchScript, ``_rollout_scan``), and the backward
+    (``_rollout_backward``) is the chain rule autograd would run, op for op, so the gradients are equal
+    bit for bit:
 
     * a Linear y = x Wᵀ + b (``addmm``) sends back ``g Wᵀᵀ = g.mm(W)`` to x, ``g.t().mm(x)`` to W and ``g``
       summed over the batch to b (autograd's ``mm_mat1/mat2_backward`` and ``sum_to``);
@@ -422,7 +452,9 @@ class _FastRollout(torch.autograd.Function):
 
     @staticmethod
     def run(module: RAMModule, images, start, sample: bool, generator) -> Rollout:
-        params = [p for name in (*_FastRollout.LAYERS, "classifier") for p in getattr(module, name).parameters()]
+        params = [
+            p for name in (*_FastRollout.LAYERS, "classifier") for p in getattr(module, name).parameters()
+        ]
         logits, log_probs, baselines, locations = _FastRollout.apply(
             module.sensor, module.hparams, images, start, sample, generator, *params
         )
@@ -431,107 +463,258 @@ class _FastRollout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, sensor, hp, images, start, sample, generator, *params):
         ctx.set_materialize_grads(False)
-        W = [params[i : i + 2] for i in range(0, len(params), 2)]  # (weight, bias) per layer
-        (w_g, b_g), (w_l, b_l), (w_hg, b_hg), (w_hl, b_hl), (w_h, b_h), (w_c, b_c), (w_m, b_m), (w_b, b_b) = W[:8]
-        w_a, b_a = W[8]
-        prepared = sensor.prepare(images)
-        steps, std = hp.glimpses, hp.location_std
-        h, location = None, start
-        saved = []  # per step: rho, location, what, where, g, h, mean, drawn - mean
-        log_probs, baselines, locations = [], [], [start]
-        for t in range(steps):
-            rho = sensor.look(prepared, location)
-            what = torch.relu(torch.addmm(b_g, rho, w_g.t()))
-            where = torch.relu(torch.addmm(b_l, location, w_l.t()))
-            g = torch.relu(torch.addmm(b_hg, what, w_hg.t()) + torch.addmm(b_hl, where, w_hl.t()))
-            core = torch.addmm(b_c, g, w_c.t())
-            # h_0 = 0: W_h h_0 + b_h is b_h exactly.
-            h = torch.relu((b_h if h is None else torch.addmm(b_h, h, w_h.t())) + core)
-            step = [rho, location, what, where, g, h, None, None]
-            saved.append(step)
-            if t == steps - 1:
-                break
-            mean = torch.tanh(torch.addmm(b_m, h, w_m.t()))
-            step[6] = mean
-            if sample:
-                noise = torch.randn(mean.shape, device=mean.device, generator=generator)
-                drawn = mean + std * noise
-                step[7] = drawn - mean
-                log_probs.append(gaussian_log_prob(drawn, mean, std))
-                location = drawn.clamp(-1, 1)
-            else:
-                log_probs.append(torch.zeros(len(images), device=images.device))
-                location = mean
-            baselines.append(torch.addmm(b_b, h, w_b.t()).squeeze(-1))
-            locations.append(location)
-        empty = images.new_zeros(len(images), 0)
+        steps, batch = hp.glimpses, len(images)
+        # The reference draws each step's noise right after that step's mean; nothing else draws from the
+        # generator in between, so drawing the N - 1 (B × 2) tensors first gives the same numbers.
+        noises = [
+            torch.randn((batch, 2), device=images.device, generator=generator)
+            for _ in range(steps - 1 if sample else 0)
+        ]
+        patches, batch_index, scale = sensor.prepare(images)
+        transposed = [p.t() if p.dim() == 2 else p for p in params]  # the scan reads Wᵀ, as addmm does
+        with torch.jit.optimized_execution(False):  # TorchScript's optimiser would split addmm into mm + add
+            saved, outputs = _rollout_scan(
+                patches,
+                batch_index,
+                scale,
+                sensor.size,
+                sensor.scales,
+                start,
+                noises,
+                transposed,
+                steps,
+                hp.location_std,
+                sample,
+            )
+        logits, log_probs, baselines, locations = outputs
+        empty = images.new_zeros(batch, 0)
+        log_probs = torch.stack(log_probs, 1) if log_probs else empty
+        baselines = torch.stack(baselines, 1) if baselines else empty.clone()
+        locations = torch.stack(locations, 1)
+        # What the reference returns without a gradient: locations, and log_probs unless sampled (zeros), and
+        # both log_probs and baselines with one glimpse (empty).
+        constant = [locations]
+        if not sample or steps == 1:
+            constant.append(log_probs)
+        if steps == 1:
+            constant.append(baselines)
+        ctx.mark_non_differentiable(*constant)
         ctx.hp, ctx.sample, ctx.steps = hp, sample, saved
         ctx.save_for_backward(*params)
-        log_probs = torch.stack(log_probs, 1) if log_probs else empty
-        locations = torch.stack(locations, 1)
-        ctx.mark_non_differentiable(locations, *([] if sample else [log_probs]))
-        return (
-            torch.addmm(b_a, h, w_a.t()),
-            log_probs,
-            torch.stack(baselines, 1) if baselines else empty,
-            locations,
-        )
+        return logits, log_probs, baselines, locations
 
     @staticmethod
     def backward(ctx, grad_logits, grad_log_probs, grad_baselines, grad_locations):
-        params = ctx.saved_tensors
-        W = [params[i] for i in range(0, len(params), 2)]
-        w_g, w_l, w_hg, w_hl, w_h, w_c, w_m, w_b, w_a = W
-        hp, steps = ctx.hp, ctx.steps
-        if not ctx.sample:
-            grad_log_probs = None  # log_probs were constant zeros
-        grads: list[list] = [[None, None] for _ in W]  # (weight, bias) gradient per layer
+        hp = ctx.hp
+        with torch.jit.optimized_execution(False):
+            grads = _rollout_backward(
+                ctx.steps,
+                list(ctx.saved_tensors),
+                grad_logits,
+                grad_log_probs if ctx.sample else None,  # without sampling, log_probs were constant zeros
+                grad_baselines,
+                hp.location_std,
+                hp.locator_detach_core,
+            )
+        return (None,) * 6 + tuple(grads)
 
-        def linear(layer: int, g: torch.Tensor, x: torch.Tensor | None) -> None:
-            """One Linear's weight and bias gradients, added to the later steps'. x None is the zero state:
-            its weight gradient is 0 (a zero tensor where no later step gave one, as autograd's g.t().mm(0))."""
-            acc = grads[layer]
-            if x is None:
-                weight = g.new_zeros(W[layer].shape) if acc[0] is None else None
+
+@torch.jit.script
+def _rollout_scan(
+    patches: torch.Tensor,
+    batch: torch.Tensor,
+    scale: torch.Tensor,
+    size: int,
+    scales: int,
+    start: torch.Tensor,
+    noises: list[torch.Tensor],
+    params: list[torch.Tensor],
+    steps: int,
+    std: float,
+    sample: bool,
+) -> tuple[
+    list[list[torch.Tensor]], tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]
+]:
+    """_FastRollout's forward: reference_rollout's operations, without autograd (``params`` hold Wᵀ for each
+    W). Returns what the backward
+    needs per step (rho, location, what, where, g, h, and for all but the last step μ and l − μ) and the
+    logits, log-probabilities, baselines and locations."""
+    w_g, b_g, w_l, b_l, w_hg, b_hg, w_hl, b_hl = (
+        params[0],
+        params[1],
+        params[2],
+        params[3],
+        params[4],
+        params[5],
+        params[6],
+        params[7],
+    )
+    w_h, b_h, w_c, b_c, w_m, b_m, w_b, b_b = (
+        params[8],
+        params[9],
+        params[10],
+        params[11],
+        params[12],
+        params[13],
+        params[14],
+        params[15],
+    )
+    w_a, b_a = params[16], params[17]
+    location = start
+    h = start  # replaced at the first step
+    saved: list[list[torch.Tensor]] = []
+    log_probs: list[torch.Tensor] = []
+    baselines: list[torch.Tensor] = []
+    locations: list[torch.Tensor] = [start]
+    for t in range(steps):
+        rho = _look(patches, batch, scale, location, size, scales)
+        what = torch.relu(torch.addmm(b_g, rho, w_g))
+        where = torch.relu(torch.addmm(b_l, location, w_l))
+        g = torch.relu(torch.addmm(b_hg, what, w_hg) + torch.addmm(b_hl, where, w_hl))
+        core = torch.addmm(b_c, g, w_c)
+        # h_0 = 0: W_h h_0 + b_h is b_h exactly.
+        h = torch.relu((b_h if t == 0 else torch.addmm(b_h, h, w_h)) + core)
+        step = [rho, location, what, where, g, h]
+        if t < steps - 1:
+            mean = torch.tanh(torch.addmm(b_m, h, w_m))
+            if sample:
+                drawn = mean + std * noises[t]
+                diff = drawn - mean
+                # gaussian_log_prob, op for op
+                log_probs.append(
+                    (-(diff**2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+                )
+                location = drawn.clamp(-1, 1)
             else:
-                weight = g.t().mm(x)
-            parts = (weight, g.sum(0))
-            for i, part in enumerate(parts):
-                if part is not None:
-                    acc[i] = part if acc[i] is None else acc[i] + part
+                diff = mean
+                log_probs.append(torch.zeros(h.shape[0], device=h.device))
+                location = mean
+            step += [mean, diff]
+            baselines.append(torch.addmm(b_b, h, w_b).squeeze(-1))
+            locations.append(location)
+        saved.append(step)
+    return saved, (torch.addmm(b_a, h, w_a), log_probs, baselines, locations)
 
-        relu_back = torch.ops.aten.threshold_backward
-        gh = None  # dL/dh_t arriving from step t + 1's core
-        if grad_logits is not None:
-            linear(8, grad_logits, steps[-1][5])
-            gh = grad_logits.mm(w_a)
-        for t in range(len(steps) - 1, -1, -1):
-            rho, location, what, where, g, h, mean, diff = steps[t]
-            if t < len(steps) - 1:
-                if grad_baselines is not None:
-                    gb = grad_baselines[:, t].unsqueeze(-1)
-                    linear(7, gb, h)
-                if grad_log_probs is not None:
-                    glp = grad_log_probs[:, t].unsqueeze(-1).expand(diff.shape)
-                    gmean = glp / (2 * hp.location_std**2) * (2.0 * diff)
-                    gpre = torch.ops.aten.tanh_backward(gmean, mean)
-                    linear(6, gpre, h)
-                    if not hp.locator_detach_core:
-                        gl = gpre.mm(w_m)
-                        gh = gl if gh is None else gh + gl
-            if gh is None:
-                continue  # nothing reaches this step's core: no gradient to h_{t-1} from it either
-            ghpre = relu_back(gh, h, 0)
-            h_prev = steps[t - 1][5] if t else None
-            linear(4, ghpre, h_prev)
-            linear(5, ghpre, g)
-            gg = relu_back(ghpre.mm(w_c), g, 0)
-            linear(2, gg, what)
-            linear(3, gg, where)
-            linear(0, relu_back(gg.mm(w_hg), what, 0), rho)
-            linear(1, relu_back(gg.mm(w_hl), where, 0), location)
-            gh = ghpre.mm(w_h) if t else None
-        return (None,) * 6 + tuple(g for pair in grads for g in pair)
+
+@torch.jit.script
+def _accumulate(
+    acc: list[torch.Tensor | None],
+    layer: int,
+    g: torch.Tensor,
+    x: torch.Tensor | None,
+    shape: list[int],
+):
+    """One Linear's weight and bias gradients at one step (``acc[2 layer]``, ``acc[2 layer + 1]``), added
+    to the later steps'. x None is the zero state: its weight gradient is 0 (a zero tensor where no later step
+    gave one, as autograd's g.t().mm(0))."""
+    w = acc[2 * layer]
+    if x is None:
+        if w is None:
+            acc[2 * layer] = torch.zeros(shape, dtype=g.dtype, device=g.device)
+    elif w is None:
+        acc[2 * layer] = g.t().mm(x)
+    else:
+        w.add_(g.t().mm(x))  # in place: the accumulator is this function's own tensor
+    b = acc[2 * layer + 1]
+    if b is None:
+        acc[2 * layer + 1] = g.sum(0)
+    else:
+        b.add_(g.sum(0))
+
+
+@torch.jit.script
+def _rollout_backward(
+    steps: list[list[torch.Tensor]],
+    params: list[torch.Tensor],
+    grad_logits: torch.Tensor | None,
+    grad_log_probs: torch.Tensor | None,
+    grad_baselines: torch.Tensor | None,
+    std: float,
+    detach_core: bool,
+) -> list[torch.Tensor | None]:
+    """_FastRollout's backward (its docstring gives the rules): the 18 parameter gradients."""
+    w_hg, w_hl, w_h, w_c, w_m, w_a = params[4], params[6], params[8], params[10], params[12], params[16]
+    acc: list[torch.Tensor | None] = [None for _ in range(18)]
+    n = len(steps)
+    gh: torch.Tensor | None = None  # dL/dh_t from step t + 1's core (and the classifier at the last step)
+    if grad_logits is not None:
+        _accumulate(acc, 8, grad_logits, steps[n - 1][5], [0])
+        gh = grad_logits.mm(w_a)
+    for t in range(n - 1, -1, -1):
+        step = steps[t]
+        rho, location, what, where, g, h = step[0], step[1], step[2], step[3], step[4], step[5]
+        if t < n - 1:
+            if grad_baselines is not None:
+                _accumulate(acc, 7, grad_baselines[:, t].unsqueeze(-1), h, [0])
+            if grad_log_probs is not None:
+                mean, diff = step[6], step[7]
+                glp = grad_log_probs[:, t].unsqueeze(-1).expand(diff.shape)
+                gpre = torch.ops.aten.tanh_backward(glp / (2 * std**2) * (2.0 * diff), mean)
+                _accumulate(acc, 6, gpre, h, [0])
+                if not detach_core:
+                    gl = gpre.mm(w_m)
+                    gh = gl if gh is None else gh + gl
+        if gh is not None:
+            ghpre = torch.ops.aten.threshold_backward(gh, h, 0)
+            _accumulate(acc, 4, ghpre, steps[t - 1][5] if t > 0 else None, w_h.shape)
+            _accumulate(acc, 5, ghpre, g, [0])
+            gg = torch.ops.aten.threshold_backward(ghpre.mm(w_c), g, 0)
+            _accumulate(acc, 2, gg, what, [0])
+            _accumulate(acc, 3, gg, where, [0])
+            g_what = torch.ops.aten.threshold_backward(gg.mm(w_hg), what, 0)
+            _accumulate(acc, 0, g_what, rho, [0])
+            g_where = torch.ops.aten.threshold_backward(gg.mm(w_hl), where, 0)
+            _accumulate(acc, 1, g_where, location, [0])
+            gh = ghpre.mm(w_h) if t > 0 else None
+        # else nothing reaches this step's core, so none of it flows on to h_{t-1}
+    return acc
+
+
+class _FastLoss(torch.autograd.Function):
+    """RAMModule.hybrid_loss's ce, reinforce, baseline and their sum as one autograd node, with the chain rule
+    autograd runs for them op for op (so the same gradients bit for bit): cross-entropy through aten's
+    ``nll_loss_backward`` and ``_log_softmax_backward_data``; a mean over B sends g / B to each row; the
+    reinforce term sends −(g / B) · (R − b_t) to log N(l_t) and nothing to b_t (detached); the baseline's
+    squared error sends (g / B) · 2(b_t − R) to b_t. The total's gradient reaches each part as autograd's
+    additions do (a part used twice gets the sum of its two gradients)."""
+
+    @staticmethod
+    def forward(ctx, logits, log_probs, baselines, labels, reward):
+        ctx.set_materialize_grads(False)
+        log_softmax = torch.log_softmax(logits, 1)
+        ce, total_weight = torch.ops.aten.nll_loss_forward(log_softmax, labels, None, 1, -100)
+        advantage = reward[:, None] - baselines
+        reinforce = -(advantage * log_probs).sum(1).mean()
+        error = baselines - reward[:, None]
+        baseline = error.pow(2).sum(1).mean()
+        ctx.save_for_backward(log_softmax, labels, total_weight, advantage, error)
+        ctx.input_dtype = logits.dtype
+        return ce, reinforce, baseline, (ce + reinforce) + baseline
+
+    @staticmethod
+    def backward(ctx, grad_ce, grad_reinforce, grad_baseline, grad_loss):
+        log_softmax, labels, total_weight, advantage, error = ctx.saved_tensors
+        batch = len(labels)
+
+        def total(part: torch.Tensor | None) -> torch.Tensor | None:
+            if grad_loss is None:
+                return part
+            return grad_loss if part is None else part + grad_loss
+
+        grad_ce, grad_reinforce, grad_baseline = total(grad_ce), total(grad_reinforce), total(grad_baseline)
+        grad_logits = grad_log_probs = grad_baselines = None
+        if grad_ce is not None:
+            grad_nll = torch.ops.aten.nll_loss_backward(
+                grad_ce, log_softmax, labels, None, 1, -100, total_weight
+            )
+            grad_logits = torch.ops.aten._log_softmax_backward_data(grad_nll, log_softmax, 1, ctx.input_dtype)
+        if grad_reinforce is not None:
+            per_row = (grad_reinforce.expand(batch) / batch).unsqueeze(1).expand(advantage.shape)
+            grad_log_probs = -per_row * advantage
+        if grad_baseline is not None:
+            per_row = (grad_baseline.expand(batch) / batch).unsqueeze(1).expand(error.shape)
+            grad_baselines = per_row * (2.0 * error)
+        return grad_logits, grad_log_probs, grad_baselines, None, None
 
 
 class BaselineModule(ImageClassifier):
