@@ -460,3 +460,18 @@ def test_calibration_cell_clips_scores_its_curve_and_stops_at_its_time_limit(mon
     assert sorted(row["curve"]) == [2, 4] and row["val_error"] == row["curve"][4]
     stopped = sweep.run_cell({**cell, "clip": 0.0, "steps": 1000, "time_limit": 1e-9})
     assert stopped["steps_done"] == 0 and stopped["curve"] == {}  # already past its time limit: no step
+
+
+def test_bench_times_both_paths_side_by_side(one_thread):
+    from papers.ram import bench
+
+    torch.manual_seed(0)
+    batches = [
+        {"images": torch.rand(4, 1, 28, 28), "start": torch.rand(4, 2) * 2 - 1, "labels": torch.arange(4)}
+        for _ in range(6)
+    ]
+    run = bench.side_by_side(RAMModule(glimpses=3), batches, warmup=1)
+    for path in ("reference", "fast"):
+        assert run[path]["steps"] == 6 and run[path]["images"] == 24
+        assert run[path]["images_per_s"] > 0 and 0 < run[path]["sensor_share"] < 1
+    assert run["speedup"] == pytest.approx(run["reference"]["seconds"] / run["fast"]["seconds"], rel=1e-2)

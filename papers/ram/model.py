@@ -25,6 +25,12 @@ deterministic (l_t = μ_t, the first location the example's seeded draw): ``test
 paper's values are compared with. ``eval_rollouts`` M > 0 adds ``test_error_sampled`` (one stochastic
 rollout) and ``test_error_mc`` (class probabilities averaged over M rollouts: shown, never compared with
 the paper).
+
+Speed: at the paper's batch of 20 a step is hundreds of small operations, so ``rollout`` and ``hybrid_loss``
+run by default as two autograd Functions (``_FastRollout``, ``_FastLoss``) whose time loops and hand-written
+backwards are TorchScript: the same kernels in the same order as the module-by-module path
+(``reference=True``), so values, losses and every gradient are equal bit for bit (tests/test_ram.py), the
+detaches above included. ``repro bench ram`` times both side by side.
 """
 
 from __future__ import annotations
@@ -490,7 +496,7 @@ class _FastRollout(torch.autograd.Function):
             )
         logits, log_probs, baselines, locations = outputs
         empty = images.new_zeros(batch, 0)
-        log_probs = torch.stack(log_probs, 1) if log_probs else empty
+        log_probs = log_probs if steps > 1 else empty
         baselines = torch.stack(baselines, 1) if baselines else empty.clone()
         locations = torch.stack(locations, 1)
         # What the reference returns without a gradient: locations, and log_probs unless sampled (zeros), and
@@ -535,7 +541,7 @@ def _rollout_scan(
     std: float,
     sample: bool,
 ) -> tuple[
-    list[list[torch.Tensor]], tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]
+    list[list[torch.Tensor]], tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]
 ]:
     """_FastRollout's forward: reference_rollout's operations, without autograd (``params`` hold Wᵀ for each
     W). Returns what the backward
@@ -565,7 +571,7 @@ def _rollout_scan(
     location = start
     h = start  # replaced at the first step
     saved: list[list[torch.Tensor]] = []
-    log_probs: list[torch.Tensor] = []
+    diffs: list[torch.Tensor] = []
     baselines: list[torch.Tensor] = []
     locations: list[torch.Tensor] = [start]
     for t in range(steps):
@@ -582,19 +588,23 @@ def _rollout_scan(
             if sample:
                 drawn = mean + std * noises[t]
                 diff = drawn - mean
-                # gaussian_log_prob, op for op
-                log_probs.append(
-                    (-(diff**2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
-                )
+                diffs.append(diff)
                 location = drawn.clamp(-1, 1)
             else:
                 diff = mean
-                log_probs.append(torch.zeros(h.shape[0], device=h.device))
                 location = mean
             step += [mean, diff]
             baselines.append(torch.addmm(b_b, h, w_b).squeeze(-1))
             locations.append(location)
         saved.append(step)
+    batch_size = start.shape[0]
+    if len(diffs) > 0:
+        # gaussian_log_prob, op for op, all steps at once: elementwise, and a sum of two numbers is one
+        # rounding whatever the tensor's shape, so the same numbers as step by step.
+        diff = torch.stack(diffs, 1)
+        log_probs = (-(diff**2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    else:
+        log_probs = torch.zeros(batch_size, steps - 1, device=start.device)  # as the reference's zeros
     return saved, (torch.addmm(b_a, h, w_a), log_probs, baselines, locations)
 
 
@@ -602,26 +612,29 @@ def _rollout_scan(
 def _accumulate(
     acc: list[torch.Tensor | None],
     layer: int,
-    g: torch.Tensor,
+    g_t: torch.Tensor,
+    g_sum: torch.Tensor | None,
     x: torch.Tensor | None,
     shape: list[int],
 ):
     """One Linear's weight and bias gradients at one step (``acc[2 layer]``, ``acc[2 layer + 1]``), added
-    to the later steps'. x None is the zero state: its weight gradient is 0 (a zero tensor where no later step
-    gave one, as autograd's g.t().mm(0))."""
+    to the later steps', from gᵀ and g summed over the batch (None: the bias is another layer's twin). x None
+    is the zero state: its weight gradient is 0 (a zero tensor where no later step gave one, as autograd's
+    gᵀ.mm(0))."""
     w = acc[2 * layer]
     if x is None:
         if w is None:
-            acc[2 * layer] = torch.zeros(shape, dtype=g.dtype, device=g.device)
+            acc[2 * layer] = torch.zeros(shape, dtype=g_t.dtype, device=g_t.device)
     elif w is None:
-        acc[2 * layer] = g.t().mm(x)
+        acc[2 * layer] = g_t.mm(x)
     else:
-        w.add_(g.t().mm(x))  # in place: the accumulator is this function's own tensor
-    b = acc[2 * layer + 1]
-    if b is None:
-        acc[2 * layer + 1] = g.sum(0)
-    else:
-        b.add_(g.sum(0))
+        w.add_(g_t.mm(x))  # in place: the accumulator is this function's own tensor
+    if g_sum is not None:
+        b = acc[2 * layer + 1]
+        if b is None:
+            acc[2 * layer + 1] = g_sum
+        else:
+            b.add_(g_sum)
 
 
 @torch.jit.script
@@ -634,41 +647,50 @@ def _rollout_backward(
     std: float,
     detach_core: bool,
 ) -> list[torch.Tensor | None]:
-    """_FastRollout's backward (its docstring gives the rules): the 18 parameter gradients."""
+    """_FastRollout's backward (its docstring gives the rules): the 18 parameter gradients. Two pairs of
+    layers add their outputs (W_hg what + W_hl where, W_h h + W_c g): each pair's layers get the same output
+    gradient, so their biases' gradients are one computation, copied."""
     w_hg, w_hl, w_h, w_c, w_m, w_a = params[4], params[6], params[8], params[10], params[12], params[16]
     acc: list[torch.Tensor | None] = [None for _ in range(18)]
     n = len(steps)
     gh: torch.Tensor | None = None  # dL/dh_t from step t + 1's core (and the classifier at the last step)
     if grad_logits is not None:
-        _accumulate(acc, 8, grad_logits, steps[n - 1][5], [0])
+        _accumulate(acc, 8, grad_logits.t(), grad_logits.sum(0), steps[n - 1][5], [0])
         gh = grad_logits.mm(w_a)
     for t in range(n - 1, -1, -1):
         step = steps[t]
         rho, location, what, where, g, h = step[0], step[1], step[2], step[3], step[4], step[5]
         if t < n - 1:
             if grad_baselines is not None:
-                _accumulate(acc, 7, grad_baselines[:, t].unsqueeze(-1), h, [0])
+                g_b = grad_baselines[:, t].unsqueeze(-1)
+                _accumulate(acc, 7, g_b.t(), g_b.sum(0), h, [0])
             if grad_log_probs is not None:
                 mean, diff = step[6], step[7]
                 glp = grad_log_probs[:, t].unsqueeze(-1).expand(diff.shape)
                 gpre = torch.ops.aten.tanh_backward(glp / (2 * std**2) * (2.0 * diff), mean)
-                _accumulate(acc, 6, gpre, h, [0])
+                _accumulate(acc, 6, gpre.t(), gpre.sum(0), h, [0])
                 if not detach_core:
                     gl = gpre.mm(w_m)
                     gh = gl if gh is None else gh + gl
         if gh is not None:
             ghpre = torch.ops.aten.threshold_backward(gh, h, 0)
-            _accumulate(acc, 4, ghpre, steps[t - 1][5] if t > 0 else None, w_h.shape)
-            _accumulate(acc, 5, ghpre, g, [0])
+            ghpre_t = ghpre.t()
+            _accumulate(acc, 4, ghpre_t, ghpre.sum(0), steps[t - 1][5] if t > 0 else None, w_h.shape)
+            _accumulate(acc, 5, ghpre_t, None, g, [0])
             gg = torch.ops.aten.threshold_backward(ghpre.mm(w_c), g, 0)
-            _accumulate(acc, 2, gg, what, [0])
-            _accumulate(acc, 3, gg, where, [0])
+            gg_t = gg.t()
+            _accumulate(acc, 2, gg_t, gg.sum(0), what, [0])
+            _accumulate(acc, 3, gg_t, None, where, [0])
             g_what = torch.ops.aten.threshold_backward(gg.mm(w_hg), what, 0)
-            _accumulate(acc, 0, g_what, rho, [0])
+            _accumulate(acc, 0, g_what.t(), g_what.sum(0), rho, [0])
             g_where = torch.ops.aten.threshold_backward(gg.mm(w_hl), where, 0)
-            _accumulate(acc, 1, g_where, location, [0])
+            _accumulate(acc, 1, g_where.t(), g_where.sum(0), location, [0])
             gh = ghpre.mm(w_h) if t > 0 else None
         # else nothing reaches this step's core, so none of it flows on to h_{t-1}
+    for twin, layer in ((5, 4), (3, 2)):
+        b = acc[2 * layer + 1]
+        if b is not None:
+            acc[2 * twin + 1] = b.clone()
     return acc
 
 
