@@ -544,30 +544,18 @@ def _rollout_scan(
     list[list[torch.Tensor]], tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]
 ]:
     """_FastRollout's forward: reference_rollout's operations, without autograd (``params`` hold Wᵀ for each
-    W). Returns what the backward
-    needs per step (rho, location, what, where, g, h, and for all but the last step μ and l − μ) and the
-    logits, log-probabilities, baselines and locations."""
-    w_g, b_g, w_l, b_l, w_hg, b_hg, w_hl, b_hl = (
-        params[0],
-        params[1],
-        params[2],
-        params[3],
-        params[4],
-        params[5],
-        params[6],
-        params[7],
-    )
-    w_h, b_h, w_c, b_c, w_m, b_m, w_b, b_b = (
-        params[8],
-        params[9],
-        params[10],
-        params[11],
-        params[12],
-        params[13],
-        params[14],
-        params[15],
-    )
-    w_a, b_a = params[16], params[17]
+    W, in _FastRollout.LAYERS's order, then the classifier's). Returns what the backward needs per step (rho,
+    location, what, where, g, h, and for all but the last step μ and l − μ) and the logits, log-probabilities,
+    baselines and locations."""
+    w_g, b_g = params[0], params[1]  # what
+    w_l, b_l = params[2], params[3]  # where
+    w_hg, b_hg = params[4], params[5]  # what_out
+    w_hl, b_hl = params[6], params[7]  # where_out
+    w_h, b_h = params[8], params[9]  # core_hidden
+    w_c, b_c = params[10], params[11]  # core_input
+    w_m, b_m = params[12], params[13]  # locator
+    w_b, b_b = params[14], params[15]  # baseline
+    w_a, b_a = params[16], params[17]  # classifier
     location = start
     h = start  # replaced at the first step
     saved: list[list[torch.Tensor]] = []
