@@ -189,13 +189,14 @@ def nonzero(grad) -> bool:
     return grad is not None and bool(grad.abs().sum() > 0)
 
 
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
 @pytest.mark.parametrize("detach_core", [False, True])
-def test_the_classification_loss_never_reaches_the_location_network(detach_core):
+def test_the_classification_loss_never_reaches_the_location_network(detach_core, reference):
     torch.manual_seed(0)
     module = RAMModule(glimpses=4, locator_detach_core=detach_core)
     images, labels = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
-    rollout = module.rollout(images, torch.rand(8, 2) * 2 - 1, sample=True)
-    parts = module.hybrid_loss(rollout, labels)
+    rollout = module.rollout(images, torch.rand(8, 2) * 2 - 1, sample=True, reference=reference)
+    parts = module.hybrid_loss(rollout, labels, reference=reference)
     ce = gradients(module, parts["ce"])
     assert not nonzero(ce["locator.weight"]) and not nonzero(ce["baseline.weight"])
     assert nonzero(ce["core_hidden.weight"]) and nonzero(ce["what.weight"])
@@ -205,6 +206,101 @@ def test_the_classification_loss_never_reaches_the_location_network(detach_core)
     baseline = gradients(module, parts["baseline"])
     assert nonzero(baseline["baseline.weight"])
     assert not any(nonzero(g) for name, g in baseline.items() if not name.startswith("baseline"))
+
+
+# --------------------------------------------------------------------------------------------------
+# The fast path (rollout and hybrid_loss's default): equal to the reference path bit for bit
+
+
+def fast_and_reference(module, images, start, labels, sample=True):
+    """Per path: the rollout, the loss parts, and each part's parameter gradients (None where none)."""
+    results = []
+    for reference in (True, False):
+        generator = torch.Generator().manual_seed(7)
+        rollout = module.rollout(images, start, sample=sample, generator=generator, reference=reference)
+        parts = module.hybrid_loss(rollout, labels, reference=reference)
+        grads = {}
+        for name in ("loss", "ce", "reinforce", "baseline"):
+            if parts[name].requires_grad:
+                grads[name] = gradients(module, parts[name])
+        results.append((rollout, parts, grads))
+    return results
+
+
+def assert_identical(reference, fast):
+    (rollout_a, parts_a, grads_a), (rollout_b, parts_b, grads_b) = reference, fast
+    for field, a, b in zip(rollout_a._fields, rollout_a, rollout_b, strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b), field
+    for name in parts_a:
+        assert torch.equal(parts_a[name], parts_b[name]), name
+    assert grads_a.keys() == grads_b.keys()
+    for part, grads in grads_a.items():
+        for name, a in grads.items():
+            b = grads_b[part][name]
+            assert (a is None) == (b is None), (part, name)
+            assert a is None or torch.equal(a, b), (part, name, (a - b).abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("detach_core", [False, True])
+@pytest.mark.parametrize(
+    ("canvas", "size", "scales"), [(28, 8, 1), (60, 12, 3)], ids=["mnist28", "clutter60"]
+)
+def test_fast_path_equals_the_reference_bit_for_bit(canvas, size, scales, detach_core, dtype):
+    """Values, the four loss parts and every parameter's gradient of each part (None where autograd leaves
+    None), in float32 and float64: equal, not close (the fast path runs the same kernels in the same
+    order)."""
+    torch.manual_seed(canvas)
+    module = RAMModule(glimpses=6, glimpse_size=size, scales=scales, locator_detach_core=detach_core)
+    module = module.to(dtype)
+    images = torch.rand(20, 1, canvas, canvas, dtype=dtype)
+    images[:3] = 0  # and dark canvases: ReLUs at zero
+    start = torch.rand(20, 2, dtype=dtype) * 2.4 - 1.2  # some at and beyond the edges: clipped, padded
+    labels = torch.randint(0, 10, (20,))
+    reference, fast = fast_and_reference(module, images, start, labels)
+    assert set(reference[2]) == {"loss", "ce", "reinforce", "baseline"}
+    assert_identical(reference, fast)
+    assert_identical(*fast_and_reference(module, images, start, labels, sample=False))
+
+
+@pytest.mark.parametrize("glimpses", [1, 2])
+def test_fast_path_equals_the_reference_with_one_or_two_glimpses(glimpses):
+    torch.manual_seed(glimpses)
+    module = RAMModule(glimpses=glimpses, location_std=0.22)
+    images, labels = torch.rand(5, 1, 28, 28), torch.randint(0, 10, (5,))
+    assert_identical(*fast_and_reference(module, images, torch.rand(5, 2) * 2 - 1, labels))
+
+
+def test_fast_path_trains_as_the_reference_does(one_thread):
+    """Ten SGD steps (the fast path with foreach SGD, the reference with the per-tensor loop) on one batch:
+    the same weights bit for bit."""
+    torch.manual_seed(3)
+    reference = RAMModule(glimpses=4, glimpse_size=12, scales=3)
+    fast = RAMModule(glimpses=4, glimpse_size=12, scales=3)
+    fast.load_state_dict(reference.state_dict())
+    images, labels, start = torch.rand(20, 1, 60, 60), torch.arange(20) % 10, torch.zeros(20, 2)
+    for module, is_reference in ((reference, True), (fast, False)):
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.05, momentum=0.9, foreach=not is_reference)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(10):
+            rollout = module.rollout(images, start, sample=True, generator=generator, reference=is_reference)
+            loss = module.hybrid_loss(rollout, labels, reference=is_reference)["loss"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for (name, a), b in zip(reference.state_dict().items(), fast.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_fast_sensor_equals_the_reference_at_edges_and_nan():
+    torch.manual_seed(4)
+    for canvas, size, scales in ((28, 8, 1), (60, 12, 3), (28, 7, 2), (100, 12, 3)):
+        sensor = GlimpseSensor(size, scales)
+        images = torch.rand(9, 1, canvas, canvas)
+        prepared = sensor.prepare(images)
+        corners = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [float("nan"), 0.5], [3.0, -7.0]])
+        for locations in (torch.rand(9, 2) * 2.4 - 1.2, torch.cat([corners, torch.rand(4, 2)])):
+            assert torch.equal(sensor.look(prepared, locations), sensor(images, locations))
 
 
 def test_reinforce_is_minus_advantage_times_log_policy_with_the_baseline_detached():
@@ -364,3 +460,18 @@ def test_calibration_cell_clips_scores_its_curve_and_stops_at_its_time_limit(mon
     assert sorted(row["curve"]) == [2, 4] and row["val_error"] == row["curve"][4]
     stopped = sweep.run_cell({**cell, "clip": 0.0, "steps": 1000, "time_limit": 1e-9})
     assert stopped["steps_done"] == 0 and stopped["curve"] == {}  # already past its time limit: no step
+
+
+def test_bench_times_both_paths_side_by_side(one_thread):
+    from papers.ram import bench
+
+    torch.manual_seed(0)
+    batches = [
+        {"images": torch.rand(4, 1, 28, 28), "start": torch.rand(4, 2) * 2 - 1, "labels": torch.arange(4)}
+        for _ in range(6)
+    ]
+    run = bench.side_by_side(RAMModule(glimpses=3), batches, warmup=1)
+    for path in ("reference", "fast"):
+        assert run[path]["steps"] == 6 and run[path]["images"] == 24
+        assert run[path]["images_per_s"] > 0 and 0 < run[path]["sensor_share"] < 1
+    assert run["speedup"] == pytest.approx(run["reference"]["seconds"] / run["fast"]["seconds"], rel=1e-2)

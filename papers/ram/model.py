@@ -25,6 +25,12 @@ deterministic (l_t = μ_t, the first location the example's seeded draw): ``test
 paper's values are compared with. ``eval_rollouts`` M > 0 adds ``test_error_sampled`` (one stochastic
 rollout) and ``test_error_mc`` (class probabilities averaged over M rollouts: shown, never compared with
 the paper).
+
+Speed: at the paper's batch of 20 a step is hundreds of small operations, so ``rollout`` and ``hybrid_loss``
+run by default as two autograd Functions (``_FastRollout``, ``_FastLoss``) whose time loops and hand-written
+backwards are TorchScript: the same kernels in the same order as the module-by-module path
+(``reference=True``), so values, losses and every gradient are equal bit for bit (tests/test_ram.py), the
+detaches above included. ``repro bench ram`` times both side by side.
 """
 
 from __future__ import annotations
@@ -82,7 +88,9 @@ class ImageClassifier(L.LightningModule):
         if hp.optimizer == "adam":
             optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr)
         else:
-            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum)
+            # foreach: one call per update over all tensors (the per-tensor loop's kernels, so the same
+            # numbers; tested): at RAM's batch of 20 the loop's Python overhead is a visible part of a step.
+            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, foreach=True)
         if hp.lr_decay == "none":
             return optimizer
         epochs = hp.decay_epochs or self.trainer.max_epochs
@@ -171,6 +179,57 @@ class GlimpseSensor(nn.Module):
             views.append(F.avg_pool2d(crop, 2**s).flatten(1))
         return torch.cat(views, dim=1)
 
+    def prepare(self, images: torch.Tensor) -> PaddedImages:
+        """Once per rollout: the images zero-padded so that every widest patch lies inside them, as a view of
+        all their patches, for ``look``."""
+        _, _, height, width = images.shape
+        w = self.widest
+        # A centre c runs over 0..W (l = 1 maps to W, just outside); its patch, rows c - w//2 to
+        # c + w - 1 - w//2, starts at the padded image's row (column) c, after w//2 zeros.
+        padded = F.pad(images[:, 0], (w // 2, w - w // 2, w // 2, w - w // 2))
+        patches = padded.unfold(1, w, 1).unfold(2, w, 1)  # B × (H + 1) × (W + 1) × w × w, a view
+        half_scale = torch.tensor([width, height]).to(images) / 2
+        return PaddedImages(patches, torch.arange(len(images), device=images.device), half_scale)
+
+    def look(self, prepared: PaddedImages, locations: torch.Tensor) -> torch.Tensor:
+        """``forward`` on ``prepare``'s images, bit for bit (for finite images >= 0: a pixel times the old
+        outside-mask's 0 is +0, as the padding is): one indexed copy of the widest patches instead of ~20
+        small ops."""
+        patches, batch, half_scale = prepared
+        return _look(patches, batch, half_scale, locations, self.size, self.scales)
+
+
+@torch.jit.script
+def _look(
+    patches: torch.Tensor,
+    batch: torch.Tensor,
+    half_scale: torch.Tensor,
+    locations: torch.Tensor,
+    size: int,
+    scales: int,
+) -> torch.Tensor:
+    """GlimpseSensor.look (TorchScript: the fast rollout's loop calls it too)."""
+    locations = torch.nan_to_num(locations, nan=0.0).clamp(-1, 1)
+    # floor((l + 1) / 2 · W) in two ops fewer, the same numbers: halving is exact, so (l + 1) · (W / 2) rounds
+    # the same real number; and truncation (long) is floor for these values, all >= 0.
+    x, y = ((locations + 1) * half_scale).long().unbind(1)
+    patch = patches[batch, y, x]  # B × widest × widest
+    widest = patch.shape[-1]
+    views: list[torch.Tensor] = []
+    for s in range(scales):
+        width = size * (1 << s)
+        offset = (widest - width) // 2
+        crop = patch[:, offset : offset + width, offset : offset + width]
+        # Pooling by 1 is x / 1, a copy: skipped (the reference pools; the values are the same).
+        views.append((F.avg_pool2d(crop, 1 << s) if s > 0 else crop).flatten(1))
+    return torch.cat(views, 1) if len(views) > 1 else views[0]
+
+
+class PaddedImages(NamedTuple):
+    patches: torch.Tensor  # B × (H + 1) × (W + 1) × w × w: the widest patch at each centre, a view
+    batch: torch.Tensor  # 0..B-1
+    half_scale: torch.Tensor  # [W, H] / 2: (l + 1) times it is the pixel
+
 
 class Rollout(NamedTuple):
     logits: torch.Tensor  # B × 10, from the last step
@@ -250,9 +309,23 @@ class RAMModule(ImageClassifier):
         where = F.relu(self.where(locations))
         return F.relu(self.what_out(what) + self.where_out(where))
 
-    def rollout(self, images: torch.Tensor, start: torch.Tensor, sample: bool, generator=None) -> Rollout:
+    def rollout(
+        self, images: torch.Tensor, start: torch.Tensor, sample: bool, generator=None, reference: bool = False
+    ) -> Rollout:
         """Glimpse N times from ``start``; ``sample``: draw each next location from the policy (training),
-        else look at its mean (deterministic evaluation)."""
+        else look at its mean (deterministic evaluation).
+
+        Two paths, equal bit for bit (values and every parameter's gradient; tests/test_ram.py): ``reference``
+        runs the equations module by module under autograd; the default runs them as one autograd Function
+        with a hand-written backward (``_FastRollout``), ~2x the images per second at batch 20
+        (``repro bench ram``). Images or locations that need a gradient take the reference path."""
+        if not reference and not images.requires_grad and not start.requires_grad:
+            return _FastRollout.run(self, images, start, sample, generator)
+        return self.reference_rollout(images, start, sample, generator)
+
+    def reference_rollout(
+        self, images: torch.Tensor, start: torch.Tensor, sample: bool, generator=None
+    ) -> Rollout:
         hp = self.hparams
         h = images.new_zeros(len(images), hp.hidden)
         location = start
@@ -280,15 +353,25 @@ class RAMModule(ImageClassifier):
             torch.stack(locations, 1),
         )
 
-    def hybrid_loss(self, rollout: Rollout, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def hybrid_loss(
+        self, rollout: Rollout, labels: torch.Tensor, reference: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """ce + reinforce + baseline (module docstring). ``reference``: under autograd op by op; the default
+        is one autograd Function with the same values and gradients bit for bit (``_FastLoss``)."""
         reward = (rollout.logits.argmax(-1) == labels).float()
-        advantage = reward[:, None] - rollout.baselines.detach()
-        parts = {
-            "ce": F.cross_entropy(rollout.logits, labels),
-            "reinforce": -(advantage * rollout.log_probs).sum(1).mean(),
-            "baseline": (rollout.baselines - reward[:, None]).pow(2).sum(1).mean(),
-        }
-        parts["loss"] = parts["ce"] + parts["reinforce"] + parts["baseline"]
+        if reference or rollout.log_probs.shape[1] == 0 or not rollout.log_probs.requires_grad:
+            advantage = reward[:, None] - rollout.baselines.detach()
+            parts = {
+                "ce": F.cross_entropy(rollout.logits, labels),
+                "reinforce": -(advantage * rollout.log_probs).sum(1).mean(),
+                "baseline": (rollout.baselines - reward[:, None]).pow(2).sum(1).mean(),
+            }
+            parts["loss"] = parts["ce"] + parts["reinforce"] + parts["baseline"]
+        else:
+            ce, reinforce, baseline, loss = _FastLoss.apply(
+                rollout.logits, rollout.log_probs, rollout.baselines, labels, reward
+            )
+            parts = {"ce": ce, "reinforce": reinforce, "baseline": baseline, "loss": loss}
         parts["reward"] = reward.mean()
         return parts
 
@@ -350,6 +433,300 @@ class RAMModule(ImageClassifier):
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
     """log N(x; mean, std² I), summed over the coordinates (B × 2 → B)."""
     return (-((x - mean) ** 2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+class _FastRollout(torch.autograd.Function):
+    """RAMModule.reference_rollout as one autograd node: the forward runs the same operations on the same
+    tensors without recording a graph (TorchScript, ``_rollout_scan``), and the backward
+    (``_rollout_backward``) is the chain rule autograd would run, op for op, so the gradients are equal
+    bit for bit:
+
+    * a Linear y = x Wᵀ + b (``addmm``) sends back ``g Wᵀᵀ = g.mm(W)`` to x, ``g.t().mm(x)`` to W and ``g``
+      summed over the batch to b (autograd's ``mm_mat1/mat2_backward`` and ``sum_to``);
+    * ReLU and tanh use autograd's own kernels (``threshold_backward``, ``tanh_backward``);
+    * log N(l; μ, σ²) sends (g / 2σ²) · 2(l − μ) to μ (its pow / neg / div / sub chain; each step exact or
+      rounded once, as there);
+    * a weight used at every step accumulates its steps' gradients from the last step back, the order in
+      which autograd's engine reaches them; the zero state's step adds nothing (h_0 = 0 gives W_h's step
+      a zero gradient, and its forward product is skipped: b + 0 = b).
+
+    The three detaches are the reference's: nothing flows back through a sampled location (so the
+    classification loss never reaches the location network), the baseline's input h_t is cut, and with
+    ``locator_detach_core`` so is the locator's. Gradients that autograd would leave as None (a loss part not
+    in the backward, e.g. ce alone never touches the locator) stay None.
+    """
+
+    LAYERS = ("what", "where", "what_out", "where_out", "core_hidden", "core_input", "locator", "baseline")
+
+    @staticmethod
+    def run(module: RAMModule, images, start, sample: bool, generator) -> Rollout:
+        params = [
+            p for name in (*_FastRollout.LAYERS, "classifier") for p in getattr(module, name).parameters()
+        ]
+        logits, log_probs, baselines, locations = _FastRollout.apply(
+            module.sensor, module.hparams, images, start, sample, generator, *params
+        )
+        return Rollout(logits, log_probs, baselines, locations)
+
+    @staticmethod
+    def forward(ctx, sensor, hp, images, start, sample, generator, *params):
+        ctx.set_materialize_grads(False)
+        steps, batch = hp.glimpses, len(images)
+        # The reference draws each step's noise right after that step's mean; nothing else draws from the
+        # generator in between, so drawing the N - 1 (B × 2) tensors first gives the same numbers.
+        noises = [
+            torch.randn((batch, 2), device=images.device, generator=generator)
+            for _ in range(steps - 1 if sample else 0)
+        ]
+        patches, batch_index, half_scale = sensor.prepare(images)
+        transposed = [p.t() if p.dim() == 2 else p for p in params]  # the scan reads Wᵀ, as addmm does
+        with torch.jit.optimized_execution(False):  # TorchScript's optimiser would split addmm into mm + add
+            saved, outputs = _rollout_scan(
+                patches,
+                batch_index,
+                half_scale,
+                sensor.size,
+                sensor.scales,
+                start,
+                noises,
+                transposed,
+                steps,
+                hp.location_std,
+                sample,
+            )
+        logits, log_probs, baselines, locations = outputs
+        empty = images.new_zeros(batch, 0)
+        log_probs = log_probs if steps > 1 else empty
+        baselines = torch.stack(baselines, 1) if baselines else empty.clone()
+        locations = torch.stack(locations, 1)
+        # What the reference returns without a gradient: locations, and log_probs unless sampled (zeros), and
+        # both log_probs and baselines with one glimpse (empty).
+        constant = [locations]
+        if not sample or steps == 1:
+            constant.append(log_probs)
+        if steps == 1:
+            constant.append(baselines)
+        ctx.mark_non_differentiable(*constant)
+        ctx.hp, ctx.sample, ctx.steps = hp, sample, saved
+        ctx.save_for_backward(*params)
+        return logits, log_probs, baselines, locations
+
+    @staticmethod
+    def backward(ctx, grad_logits, grad_log_probs, grad_baselines, grad_locations):
+        hp = ctx.hp
+        with torch.jit.optimized_execution(False):
+            grads = _rollout_backward(
+                ctx.steps,
+                list(ctx.saved_tensors),
+                grad_logits,
+                grad_log_probs if ctx.sample else None,  # without sampling, log_probs were constant zeros
+                grad_baselines,
+                hp.location_std,
+                hp.locator_detach_core,
+            )
+        return (None,) * 6 + tuple(grads)
+
+
+@torch.jit.script
+def _rollout_scan(
+    patches: torch.Tensor,
+    batch: torch.Tensor,
+    half_scale: torch.Tensor,
+    size: int,
+    scales: int,
+    start: torch.Tensor,
+    noises: list[torch.Tensor],
+    params: list[torch.Tensor],
+    steps: int,
+    std: float,
+    sample: bool,
+) -> tuple[
+    list[list[torch.Tensor]], tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]
+]:
+    """_FastRollout's forward: reference_rollout's operations, without autograd (``params`` hold Wᵀ for each
+    W, in _FastRollout.LAYERS's order, then the classifier's). Returns what the backward needs per step (rho,
+    location, what, where, g, h, and for all but the last step μ and l − μ) and the logits, log-probabilities,
+    baselines and locations."""
+    w_g, b_g = params[0], params[1]  # what
+    w_l, b_l = params[2], params[3]  # where
+    w_hg, b_hg = params[4], params[5]  # what_out
+    w_hl, b_hl = params[6], params[7]  # where_out
+    w_h, b_h = params[8], params[9]  # core_hidden
+    w_c, b_c = params[10], params[11]  # core_input
+    w_m, b_m = params[12], params[13]  # locator
+    w_b, b_b = params[14], params[15]  # baseline
+    w_a, b_a = params[16], params[17]  # classifier
+    location = start
+    h = start  # replaced at the first step
+    saved: list[list[torch.Tensor]] = []
+    diffs: list[torch.Tensor] = []
+    baselines: list[torch.Tensor] = []
+    locations: list[torch.Tensor] = [start]
+    for t in range(steps):
+        rho = _look(patches, batch, half_scale, location, size, scales)
+        what = torch.relu(torch.addmm(b_g, rho, w_g))
+        where = torch.relu(torch.addmm(b_l, location, w_l))
+        g = torch.relu(torch.addmm(b_hg, what, w_hg) + torch.addmm(b_hl, where, w_hl))
+        core = torch.addmm(b_c, g, w_c)
+        # h_0 = 0: W_h h_0 + b_h is b_h exactly.
+        h = torch.relu((b_h if t == 0 else torch.addmm(b_h, h, w_h)) + core)
+        step = [rho, location, what, where, g, h]
+        if t < steps - 1:
+            mean = torch.tanh(torch.addmm(b_m, h, w_m))
+            if sample:
+                drawn = mean + std * noises[t]
+                diff = drawn - mean
+                diffs.append(diff)
+                location = drawn.clamp(-1, 1)
+            else:
+                diff = mean
+                location = mean
+            step += [mean, diff]
+            baselines.append(torch.addmm(b_b, h, w_b).squeeze(-1))
+            locations.append(location)
+        saved.append(step)
+    batch_size = start.shape[0]
+    if len(diffs) > 0:
+        # gaussian_log_prob, op for op, all steps at once: elementwise, and a sum of two numbers is one
+        # rounding whatever the tensor's shape, so the same numbers as step by step.
+        diff = torch.stack(diffs, 1)
+        log_probs = (-(diff**2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    else:
+        log_probs = torch.zeros(batch_size, steps - 1, device=start.device)  # as the reference's zeros
+    return saved, (torch.addmm(b_a, h, w_a), log_probs, baselines, locations)
+
+
+@torch.jit.script
+def _accumulate(
+    acc: list[torch.Tensor | None],
+    layer: int,
+    g_t: torch.Tensor,
+    g_sum: torch.Tensor | None,
+    x: torch.Tensor | None,
+    shape: list[int],
+):
+    """One Linear's weight and bias gradients at one step (``acc[2 layer]``, ``acc[2 layer + 1]``), added
+    to the later steps', from gᵀ and g summed over the batch (None: the bias is another layer's twin). x None
+    is the zero state: its weight gradient is 0 (a zero tensor where no later step gave one, as autograd's
+    gᵀ.mm(0))."""
+    w = acc[2 * layer]
+    if x is None:
+        if w is None:
+            acc[2 * layer] = torch.zeros(shape, dtype=g_t.dtype, device=g_t.device)
+    elif w is None:
+        acc[2 * layer] = g_t.mm(x)
+    else:
+        w.add_(g_t.mm(x))  # in place: the accumulator is this function's own tensor
+    if g_sum is not None:
+        b = acc[2 * layer + 1]
+        if b is None:
+            acc[2 * layer + 1] = g_sum
+        else:
+            b.add_(g_sum)
+
+
+@torch.jit.script
+def _rollout_backward(
+    steps: list[list[torch.Tensor]],
+    params: list[torch.Tensor],
+    grad_logits: torch.Tensor | None,
+    grad_log_probs: torch.Tensor | None,
+    grad_baselines: torch.Tensor | None,
+    std: float,
+    detach_core: bool,
+) -> list[torch.Tensor | None]:
+    """_FastRollout's backward (its docstring gives the rules): the 18 parameter gradients. Two pairs of
+    layers add their outputs (W_hg what + W_hl where, W_h h + W_c g): each pair's layers get the same output
+    gradient, so their biases' gradients are one computation, copied."""
+    w_hg, w_hl, w_h, w_c, w_m, w_a = params[4], params[6], params[8], params[10], params[12], params[16]
+    acc: list[torch.Tensor | None] = [None for _ in range(18)]
+    n = len(steps)
+    gh: torch.Tensor | None = None  # dL/dh_t from step t + 1's core (and the classifier at the last step)
+    if grad_logits is not None:
+        _accumulate(acc, 8, grad_logits.t(), grad_logits.sum(0), steps[n - 1][5], [0])
+        gh = grad_logits.mm(w_a)
+    for t in range(n - 1, -1, -1):
+        step = steps[t]
+        rho, location, what, where, g, h = step[0], step[1], step[2], step[3], step[4], step[5]
+        if t < n - 1:
+            if grad_baselines is not None:
+                g_b = grad_baselines[:, t].unsqueeze(-1)
+                _accumulate(acc, 7, g_b.t(), g_b.sum(0), h, [0])
+            if grad_log_probs is not None:
+                mean, diff = step[6], step[7]
+                glp = grad_log_probs[:, t].unsqueeze(-1).expand(diff.shape)
+                gpre = torch.ops.aten.tanh_backward(glp / (2 * std**2) * (2.0 * diff), mean)
+                _accumulate(acc, 6, gpre.t(), gpre.sum(0), h, [0])
+                if not detach_core:
+                    gl = gpre.mm(w_m)
+                    gh = gl if gh is None else gh + gl
+        if gh is not None:
+            ghpre = torch.ops.aten.threshold_backward(gh, h, 0)
+            ghpre_t = ghpre.t()
+            _accumulate(acc, 4, ghpre_t, ghpre.sum(0), steps[t - 1][5] if t > 0 else None, w_h.shape)
+            _accumulate(acc, 5, ghpre_t, None, g, [0])
+            gg = torch.ops.aten.threshold_backward(ghpre.mm(w_c), g, 0)
+            gg_t = gg.t()
+            _accumulate(acc, 2, gg_t, gg.sum(0), what, [0])
+            _accumulate(acc, 3, gg_t, None, where, [0])
+            g_what = torch.ops.aten.threshold_backward(gg.mm(w_hg), what, 0)
+            _accumulate(acc, 0, g_what.t(), g_what.sum(0), rho, [0])
+            g_where = torch.ops.aten.threshold_backward(gg.mm(w_hl), where, 0)
+            _accumulate(acc, 1, g_where.t(), g_where.sum(0), location, [0])
+            gh = ghpre.mm(w_h) if t > 0 else None
+        # else nothing reaches this step's core, so none of it flows on to h_{t-1}
+    for twin, layer in ((5, 4), (3, 2)):
+        b = acc[2 * layer + 1]
+        if b is not None:
+            acc[2 * twin + 1] = b.clone()
+    return acc
+
+
+class _FastLoss(torch.autograd.Function):
+    """RAMModule.hybrid_loss's ce, reinforce, baseline and their sum as one autograd node, with the chain rule
+    autograd runs for them op for op (so the same gradients bit for bit): cross-entropy through aten's
+    ``nll_loss_backward`` and ``_log_softmax_backward_data``; a mean over B sends g / B to each row; the
+    reinforce term sends −(g / B) · (R − b_t) to log N(l_t) and nothing to b_t (detached); the baseline's
+    squared error sends (g / B) · 2(b_t − R) to b_t. The total's gradient reaches each part as autograd's
+    additions do (a part used twice gets the sum of its two gradients)."""
+
+    @staticmethod
+    def forward(ctx, logits, log_probs, baselines, labels, reward):
+        ctx.set_materialize_grads(False)
+        log_softmax = torch.log_softmax(logits, 1)
+        ce, total_weight = torch.ops.aten.nll_loss_forward(log_softmax, labels, None, 1, -100)
+        advantage = reward[:, None] - baselines
+        reinforce = -(advantage * log_probs).sum(1).mean()
+        error = baselines - reward[:, None]
+        baseline = error.pow(2).sum(1).mean()
+        ctx.save_for_backward(log_softmax, labels, total_weight, advantage, error)
+        ctx.input_dtype = logits.dtype
+        return ce, reinforce, baseline, (ce + reinforce) + baseline
+
+    @staticmethod
+    def backward(ctx, grad_ce, grad_reinforce, grad_baseline, grad_loss):
+        log_softmax, labels, total_weight, advantage, error = ctx.saved_tensors
+        batch = len(labels)
+
+        def total(part: torch.Tensor | None) -> torch.Tensor | None:
+            if grad_loss is None:
+                return part
+            return grad_loss if part is None else part + grad_loss
+
+        grad_ce, grad_reinforce, grad_baseline = total(grad_ce), total(grad_reinforce), total(grad_baseline)
+        grad_logits = grad_log_probs = grad_baselines = None
+        if grad_ce is not None:
+            grad_nll = torch.ops.aten.nll_loss_backward(
+                grad_ce, log_softmax, labels, None, 1, -100, total_weight
+            )
+            grad_logits = torch.ops.aten._log_softmax_backward_data(grad_nll, log_softmax, 1, ctx.input_dtype)
+        if grad_reinforce is not None:
+            per_row = (grad_reinforce.expand(batch) / batch).unsqueeze(1).expand(advantage.shape)
+            grad_log_probs = -per_row * advantage
+        if grad_baseline is not None:
+            per_row = (grad_baseline.expand(batch) / batch).unsqueeze(1).expand(error.shape)
+            grad_baselines = per_row * (2.0 * error)
+        return grad_logits, grad_log_probs, grad_baselines, None, None
 
 
 class BaselineModule(ImageClassifier):
