@@ -202,9 +202,8 @@ def test_clip_captions_come_from_the_labels_and_the_drawn_motion():
     the first is 3π/2 (up), so its mass moves up, not sideways, by 3.6 px a frame, and the caption says so."""
     images = np.zeros((2, 28, 28), dtype=np.uint8)
     images[0] = 255
-    draws = iter([np.array([0.5, 0.5]), np.array([0.5, 0.5]), np.array([0.75, 0.0])])  # y, x, θ / 2π
-    rng = SimpleNamespace(random=lambda n: next(draws))
-    video, refs = clips(images, np.array([3, 7]), rng, np.array([0, 1]), frames=4, pool=1)
+    motion = (np.array([0.5, 0.5]), np.array([0.5, 0.5]), np.array([1.5, 0.0]) * np.pi)  # y, x, θ
+    video, refs = clips(images, np.array([3, 7]), np.array([0, 1]), motion, frames=4, pool=1)
     assert refs == [["a 3 moves up and a 7 moves right", "a 7 moves right and a 3 moves up"]]
     frames = video.reshape(4, 64, 64)
     rows = [np.nonzero(f.any(1))[0][0] for f in frames]  # the block's top row per frame
@@ -230,6 +229,9 @@ def test_training_clips_reproducible_per_epoch_and_split_across_ranks():
     assert torch.equal(next(data.training_batches(1))["video"], one[0]["video"][1::2])
     refs = data.references("test")
     assert len(refs) == 6 and all(len(r) == 2 and r[0] != r[1] for r in refs)
+    more = CaptionedMovingMNIST(test_size=9, limit=500, pool=8)
+    more.setup()  # a larger test set and coarser pooling draw the same first clips
+    assert more.references("test")[:6] == refs
 
 
 def test_msvd_features_are_read_per_clip_and_missing_ones_say_how_to_make_them(tmp_path, monkeypatch):
@@ -339,3 +341,21 @@ def test_ddp_two_cpu_processes_train_the_single_process_model(smoke_run, tmp_pat
     assert record["metrics"]["test_clips"] == 48
     for key in ("test_relevance", "test_coherence", "R@1"):
         assert record["metrics"][key] == pytest.approx(single["metrics"][key], rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_figures_draw_the_samples_and_the_recorded_captions(smoke_run):
+    from papers.lstm_e import figures
+    from repro import results
+
+    _, root = smoke_run
+    folder = root / "lstm_e" / "mnist_lstm_e" / "smoke"
+    results.write_json(folder / "aggregate.json", {"records": ["seed1.json"]})
+    paths = figures.make_figures(root / "lstm_e", "smoke")
+    assert {p.name for p in paths} == {"samples.png", "captions_smoke.png"}
+    assert all(p.stat().st_size > 0 for p in paths)
+    frames, refs = figures.test_clips(3, limit=2000)  # the smoke run's test clips, at full resolution
+    assert (
+        frames.shape == (3, 10, 64, 64)
+        and refs[0][0] == results.read_json(folder / "seed1.json")["details"]["examples"][0]["reference"]
+    )

@@ -64,6 +64,7 @@ from repro.data.modules import EpochBatchesDataModule
 from repro.data.moving_mnist import CANVAS, digit_stream, render, trajectories
 
 EVAL_SEED = 20150507  # fixes the validation and test clips for every run (arXiv v1 of 1505.01861)
+FIXED_POOL = 10_000  # the most clips a fixed set has; its first n are the same for every n
 DIRECTIONS = (
     "right",
     "down and right",
@@ -88,14 +89,25 @@ def describe(labels, thetas) -> list[str]:
     return [f"{parts[0]} and {parts[1]}", f"{parts[1]} and {parts[0]}"]
 
 
+def draw_motion(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The starting y, x and direction θ of n digits, drawn as the Moving MNIST handler draws them: all y,
+    then all x, then all θ."""
+    y, x = rng.random(n), rng.random(n)
+    return y, x, rng.random(n) * 2 * np.pi
+
+
 def clips(
-    images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, idx: np.ndarray, frames: int, pool: int
+    images: np.ndarray,
+    labels: np.ndarray,
+    idx: np.ndarray,
+    motion: tuple[np.ndarray, np.ndarray, np.ndarray],
+    frames: int,
+    pool: int,
 ) -> tuple[np.ndarray, list[list[str]]]:
     """Videos (n × frames · (64/pool)², float32) and references of the clips of digits ``idx`` (2 a clip, in
-    order) on trajectories drawn from ``rng`` (all y, then all x, then all θ, as the Moving MNIST handler)."""
+    order) that start at ``motion`` = (y, x, θ) (one each per digit)."""
     n = len(idx) // 2
-    y, x = rng.random(2 * n), rng.random(2 * n)
-    theta = rng.random(2 * n) * 2 * np.pi
+    y, x, theta = (np.asarray(m)[: 2 * n] for m in motion)
     tops, lefts = trajectories(y, x, theta, frames)
     video = render(images[idx].reshape(n, 2, 28, 28), tops.reshape(n, 2, -1), lefts.reshape(n, 2, -1))
     side = CANVAS // pool
@@ -155,9 +167,12 @@ class CaptionedMovingMNIST(MNISTDataModule):
             hp = self.hparams
             images, labels = self.splits[split]
             n = hp.val_size if split == "valid" else hp.test_size
+            if not 0 < n <= FIXED_POOL:
+                raise ValueError(f"data.val_size and data.test_size must be in 1..{FIXED_POOL}, not {n}")
             idx = digit_stream(EVAL_SEED + SPLITS.index(split), len(images), 0, 2 * n)
-            rng = np.random.default_rng([EVAL_SEED, SPLITS.index(split)])
-            self.fixed[split] = clips(images, labels, rng, idx, hp.frames, hp.pool)
+            # Drawn for the whole pool, so that the first n clips do not depend on n.
+            motion = draw_motion(np.random.default_rng([EVAL_SEED, SPLITS.index(split)]), 2 * FIXED_POOL)
+            self.fixed[split] = clips(images, labels, idx, motion, hp.frames, hp.pool)
         return self.fixed[split]
 
     def references(self, split: str) -> list[list[str]]:
@@ -173,7 +188,7 @@ class CaptionedMovingMNIST(MNISTDataModule):
             rng = np.random.default_rng([hp.seed, 0, epoch, step])
             start = (epoch * hp.steps_per_epoch + step) * 2 * hp.batch_size
             idx = digit_stream(hp.seed, len(images), start, 2 * hp.batch_size)
-            video, refs = clips(images, labels, rng, idx, hp.frames, hp.pool)
+            video, refs = clips(images, labels, idx, draw_motion(rng, 2 * hp.batch_size), hp.frames, hp.pool)
             targets = [r[rng.integers(len(r))].split() for r in refs]
             mine = slice(rank, None, world)
             yield {
