@@ -104,9 +104,9 @@ def test_without_relevance_the_model_is_a_video_to_text_lstm():
     model = tiny(w_relevance=0.0, w_coherence=1.0)
     video, caption = torch.randn(1, 6), [4, 2, 7]
     loss = model.losses(batch_of(video, [caption]))["loss"]
-    state, total = model.start(video), 0.0
+    (state, v), total = model.start(video), 0.0
     for previous, target in zip([-1, *caption], [*caption, 0], strict=True):
-        log_probs, state = model.step(torch.tensor([previous]), state)
+        log_probs, state, _ = model.step(torch.tensor([previous]), state, v)
         total -= log_probs[0, target].item()
     assert loss.item() == pytest.approx(total, rel=1e-5)
     loss.backward()
@@ -118,8 +118,8 @@ def test_beam_1_equals_greedy_and_a_wider_beam_finds_a_likelier_caption():
     model = tiny(vocab_size=9, max_length=12).eval()
     video = torch.randn(16, 6) * 3
     greedy = model.decode(video, 1)
-    state = model.start(video)
-    one = beam.beam_search(model.step, state, 1, 12, eos=0)
+    state, v = model.start(video)
+    one = beam.beam_search(model.step, state, 1, 12, eos=0, static=(v,))
     assert torch.equal(one.words, greedy.words) and torch.allclose(one.scores, greedy.scores)
     assert (greedy.words != 0).any()  # not every decode stops at once: the comparison has words in it
     # A toy where the greedy first word leads nowhere: P(a) = 0.6 then a uniform 4 ways; P(b) = 0.4 then
@@ -134,7 +134,7 @@ def test_beam_1_equals_greedy_and_a_wider_beam_finds_a_likelier_caption():
 
     def step(words, state):
         probs = torch.tensor([table[int(w)] for w in words])
-        return probs.clamp_min(1e-30).log(), state
+        return probs.clamp_min(1e-30).log(), state, None
 
     start = (torch.zeros(1, 1),)
     assert beam.greedy(step, start, 4).words[0, 0].item() == 1

@@ -169,23 +169,24 @@ class LSTME(L.LightningModule):
 
     # ----------------------------------------------------------------------------------------------
     # Decoding
-    def step(self, words: torch.Tensor, state: tuple[torch.Tensor, ...]):
-        """One decoding step for ``repro.beam``: the state is (h, c, T_v v); word −1 feeds T_v v."""
-        h, c, v = state
+    def step(self, words: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], v: torch.Tensor):
+        """One decoding step for ``repro.beam``: state (h, c), static T_v v; word −1 feeds T_v v."""
+        h, c = state
         x = torch.where((words < 0)[:, None], v, self.word_embedding(words.clamp(min=0)))
         out, (h, c) = self.lstm(x[:, None], (h[None], c[None]))
-        return self.readout(out[:, 0]).log_softmax(-1), (h[0], c[0], v)
+        return self.readout(out[:, 0]).log_softmax(-1), (h[0], c[0]), None
 
-    def start(self, video: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def start(self, video: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The decoder's zero initial state and T_v v."""
         v = self.video_embedding(video)
         zeros = v.new_zeros(len(v), self.hparams.hidden_dim)
-        return zeros, zeros, v
+        return (zeros, zeros), v
 
     def decode(self, video: torch.Tensor, beam_size: int) -> beam.Decoded:
-        state = self.start(video)
+        state, v = self.start(video)
         if beam_size == 1:
-            return beam.greedy(self.step, state, self.hparams.max_length, EOS)
-        return beam.beam_search(self.step, state, beam_size, self.hparams.max_length, EOS)
+            return beam.greedy(self.step, state, self.hparams.max_length, EOS, static=(v,))
+        return beam.beam_search(self.step, state, beam_size, self.hparams.max_length, EOS, static=(v,))
 
     # ----------------------------------------------------------------------------------------------
     # Test
