@@ -257,6 +257,44 @@ def test_msvd_features_are_read_per_clip_and_missing_ones_say_how_to_make_them(t
     assert test["video"].tolist() == [[4.0] * 5] and test["index"].tolist() == [0]
 
 
+def test_repro_features_pools_conv_features_over_cells_and_evenly_spaced_frames(tmp_path, monkeypatch):
+    """A stand-in encoder whose 196 x 512 output is every image's mean intensity: a clip's cached vector is
+    then the mean of its chosen frames' means. Clip c1 has 5 frames of grey levels 0, 40, .., 160 and
+    frames_per_clip 3 picks frames 0, 2, 4 (mean 80); c2 has 1 frame (200)."""
+    from PIL import Image
+
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path))
+    folder = tmp_path / "msvd"
+    folder.mkdir()
+    (folder / "captions.token").write_text("c1#0\ta dog runs\nc2#0\ta cat sits\n")
+    for file, name in (("train.txt", "c1"), ("valid.txt", "c2"), ("test.txt", "c2")):
+        (folder / file).write_text(name + "\n")
+    for clip, levels in (("c1", [0, 40, 80, 120, 160]), ("c2", [200])):
+        (tmp_path / "frames" / clip).mkdir(parents=True)
+        for k, level in enumerate(levels):
+            Image.new("RGB", (256, 256), (level,) * 3).save(
+                tmp_path / "frames" / clip / f"{k:03d}.jpg", quality=100
+            )
+
+    class MeanIntensity(torch.nn.Module):
+        def forward(self, images):
+            return images.mean((1, 2, 3))[:, None, None].expand(len(images), 196, 512)
+
+    data = ClipFeatureCaptions(feature_dim=512, images=str(tmp_path / "frames"), frames_per_clip=3)
+    record = data.cache_features(encoder=MeanIntensity())
+    assert record["clips"] == 2 and record["encoded_by_this_pass"] == 2
+    from repro.data.vgg19 import load_image
+
+    c1 = np.load(folder / "features" / "c1.npy")
+    expected = np.mean(
+        [float(load_image(tmp_path / "frames" / "c1" / f"{k:03d}.jpg").mean()) for k in (0, 2, 4)]
+    )
+    assert c1.shape == (512,) and c1 == pytest.approx(expected, abs=1e-5)
+    c2 = float(load_image(tmp_path / "frames" / "c2" / "000.jpg").mean())
+    assert np.load(folder / "features" / "c2.npy")[0] == pytest.approx(c2, abs=1e-5)
+    assert data.cache_features(encoder=MeanIntensity())["encoded_by_this_pass"] == 0  # cached: skipped
+
+
 def test_config_rejects_a_video_dim_that_differs_from_the_data():
     from repro import config
     from repro.papers import get_paper
