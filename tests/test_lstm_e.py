@@ -246,7 +246,7 @@ def test_msvd_features_are_read_per_clip_and_missing_ones_say_how_to_make_them(t
     for n in ["c1", "c2", "c3"]:
         np.save(folder / "features" / f"{n}.npy", np.full(5, float(n[1]), dtype=np.float32))
     data = ClipFeatureCaptions(feature_dim=5, vocab_size=20, batch_size=2)
-    with pytest.raises(DataError, match="repro features lstm_e"):
+    with pytest.raises(DataError, match="repro features lstm_e msvd_vgg_conv5"):
         data.setup()
     np.save(folder / "features" / "c4.npy", np.full(5, 4.0, dtype=np.float32))
     data.setup()
@@ -280,6 +280,8 @@ def test_repro_features_pools_conv_features_over_cells_and_evenly_spaced_frames(
         def forward(self, images):
             return images.mean((1, 2, 3))[:, None, None].expand(len(images), 196, 512)
 
+    with pytest.raises(DataError, match="msvd_vgg_conv5"):  # fc7 / C3D features are the user's to provide
+        ClipFeatureCaptions(feature_dim=8192, images=str(tmp_path / "frames")).cache_features(MeanIntensity())
     data = ClipFeatureCaptions(feature_dim=512, images=str(tmp_path / "frames"), frames_per_clip=3)
     record = data.cache_features(encoder=MeanIntensity())
     assert record["clips"] == 2 and record["encoded_by_this_pass"] == 2

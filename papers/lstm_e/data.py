@@ -33,9 +33,10 @@ MNIST validation (last 10,000 training) and t10k digits with seeds that do not d
 Flickr8k's format (``<clip>#<k>\\t<caption>``, ~40 captions per MSVD clip), three split lists (one clip name a
 line: the 1,200 / 100 / 670 split) and a feature folder with one ``<clip>.npy`` per clip, the clip's video
 vector (a 1-d array of ``feature_dim`` numbers: the paper's mean-pooled VGG-19 fc7 and/or C3D fc6). They are
-the user's to provide (papers/lstm_e/README.md). ``repro features lstm_e msvd --images DIR`` makes a
-substitute from the user's extracted frames (``DIR/<clip>/*.jpg``): the suite's VGG-19 conv5_4, mean-pooled
-over the 196 cells and over ``frames_per_clip`` evenly spaced frames, 512 numbers (not the paper's fc7).
+the user's to provide (papers/lstm_e/README.md). ``repro features lstm_e msvd_vgg_conv5 --images DIR`` makes a
+substitute from the user's extracted frames (``DIR/<clip>/*.jpg``) for the experiment of that name: the
+suite's VGG-19 conv5_4, mean-pooled over the 196 cells and over ``frames_per_clip`` evenly spaced frames, 512
+numbers (not the paper's fc7), in its own folder (``vgg19_conv5_4_mean``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from repro.data.modules import EpochBatchesDataModule
 from repro.data.moving_mnist import CANVAS, digit_stream, render, trajectories
 
 EVAL_SEED = 20150507  # fixes the validation and test clips for every run (arXiv v1 of 1505.01861)
+CONV5_DIM = 512  # the channels of VGG-19 conv5_4: the length of a `repro features` vector
 FIXED_POOL = 10_000  # the most clips a fixed set has; its first n are the same for every n
 DIRECTIONS = (
     "right",
@@ -212,7 +214,10 @@ class ClipFeatureCaptions(EpochBatchesDataModule):
     Args:
         dataset: the folder under the data root.
         token_file, train_list, valid_list, test_list: file names inside it.
-        features: the feature folder (default ``<data root>/<dataset>/features``): one ``<clip>.npy`` each.
+        features: the feature folder (default ``<data root>/<dataset>/<feature_name>``), one ``<clip>.npy``
+            a clip.
+        feature_name: the feature folder's name under the data set's (``features``: the user's fc7 / C3D
+            vectors; ``vgg19_conv5_4_mean``: the substitute ``repro features`` makes).
         feature_dim: the length of every clip's vector (the model's ``video_dim``).
         images: the user's extracted frames (``<clip>/*.jpg``), which ``repro features`` reads.
         frames_per_clip: frames ``repro features`` encodes per clip, evenly spaced.
@@ -234,6 +239,7 @@ class ClipFeatureCaptions(EpochBatchesDataModule):
         valid_list: str = "valid.txt",
         test_list: str = "test.txt",
         features: str | None = None,
+        feature_name: str = "features",
         feature_dim: int = 8192,
         images: str | None = None,
         frames_per_clip: int = 28,
@@ -261,7 +267,8 @@ class ClipFeatureCaptions(EpochBatchesDataModule):
 
     @property
     def feature_folder(self) -> Path:
-        return Path(self.hparams.features) if self.hparams.features else self.folder / "features"
+        hp = self.hparams
+        return Path(hp.features) if hp.features else self.folder / hp.feature_name
 
     def data_files(self) -> list[Path]:
         hp = self.hparams
@@ -288,9 +295,9 @@ class ClipFeatureCaptions(EpochBatchesDataModule):
             raise DataError(
                 f"no cached features for {len(missing)} of the {len(names)} clips in {self.feature_folder} "
                 f"(first missing: {missing[0]}.npy): one <clip>.npy per clip, a vector of "
-                f"{self.hparams.feature_dim} numbers (mean-pooled CNN features). Make a VGG-19 conv5_4 "
-                "substitute from your frames: repro features lstm_e msvd --images DIR --set "
-                "data.feature_dim=512 (papers/lstm_e/README.md)."
+                f"{self.hparams.feature_dim} numbers (mean-pooled CNN features; papers/lstm_e/README.md). "
+                "Experiment msvd_vgg_conv5 reads a VGG-19 conv5_4 substitute that you make once from your "
+                "frames: repro features lstm_e msvd_vgg_conv5 --images DIR."
             )
         train = [tokenize(c) for name in self.clips["train"] for c in self.captions[name]]
         self.vocabulary = build_vocabulary(train, self.hparams.vocab_size)
@@ -350,6 +357,12 @@ class ClipFeatureCaptions(EpochBatchesDataModule):
         (a substitute for the paper's fc7 / C3D features). Cached clips are skipped."""
         from repro.data.vgg19 import load_image, pretrained_vgg19
 
+        if self.hparams.feature_dim != CONV5_DIM:
+            raise DataError(
+                f"this experiment reads {self.hparams.feature_dim}-d clip features (VGG-19 fc7 / C3D) that "
+                f"you provide; repro features makes the {CONV5_DIM}-d VGG-19 conv5_4 substitute that "
+                "msvd_vgg_conv5 reads: repro features lstm_e msvd_vgg_conv5 --images DIR (see the README)"
+            )
         if not self.hparams.images:
             raise DataError("data.images is not set: name the folder of your frames (--images DIR)")
         frames_root = Path(self.hparams.images).expanduser()
@@ -385,7 +398,7 @@ class ClipFeatureCaptions(EpochBatchesDataModule):
             "encoder": "VGG-19 conv5_4 (ImageNet), mean over the 196 cells and the clip's frames",
             "frames_per_clip": self.hparams.frames_per_clip,
             "weights_sha256": getattr(encoder, "weights_sha256", None),
-            "feature_dim": 512,
+            "feature_dim": CONV5_DIM,
         }
         (self.feature_folder / "features.json").write_text(json.dumps(record, indent=1))
         return {**record, "images": len(names)}
