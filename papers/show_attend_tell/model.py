@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
 
+from repro import beam
 from repro.callbacks import BestWeights
 from repro.captions import bleu_proxy, require_java, score_captions
 from repro.config import ConfigError, import_class
@@ -396,67 +397,24 @@ class ShowAttendTell(L.LightningModule):
 
     # ----------------------------------------------------------------------------------------------
     # Free-running decoding
-    @torch.no_grad()
+    def decoding_step(self, words, state, annotations, projected):
+        """One step for ``repro.beam``: (log p(y_t | ·), the new (h, c), α_t to record)."""
+        out = self.step(words, state, annotations, projected)
+        return out.logits.log_softmax(-1), out.state, out.alpha
+
     def greedy(self, annotations: torch.Tensor, max_length: int) -> Decoded:
         """The most likely word at each step, fed back, until <eos> or ``max_length`` words."""
-        projected = self.attention.project(annotations)
-        state = self.initial_state(annotations)
-        words = torch.full((len(annotations),), -1, dtype=torch.int64, device=annotations.device)
-        finished = torch.zeros(len(annotations), dtype=torch.bool, device=annotations.device)
-        scores = annotations.new_zeros(len(annotations))
-        chosen, alphas = [], []
-        for _ in range(max_length):
-            out = self.step(words, state, annotations, projected)
-            state = out.state
-            log_probs = out.logits.log_softmax(-1)
-            words = torch.where(finished, EOS, log_probs.argmax(-1))
-            scores = scores + torch.where(finished, 0.0, log_probs.gather(1, words[:, None]).squeeze(1))
-            chosen.append(words)
-            alphas.append(out.alpha)
-            finished = finished | (words == EOS)
-            if finished.all():
-                break
-        return Decoded(torch.stack(chosen, 1), scores, torch.stack(alphas, 1))
+        static = (annotations, self.attention.project(annotations))
+        out = beam.greedy(self.decoding_step, self.initial_state(annotations), max_length, EOS, static)
+        return Decoded(*out)
 
-    @torch.no_grad()
     def beam_search(self, annotations: torch.Tensor, beam_size: int, max_length: int) -> Decoded:
-        """The most likely caption that beam search of width k finds, for every image at once.
-
-        Each image keeps k hypotheses (rows image·k .. image·k + k − 1); every step extends each by every word
-        and keeps the image's k best sums of log-probabilities. A hypothesis that has written <eos> stays in
-        its beam with its score frozen (it extends only by <eos>, at no cost), so it competes with the live
-        ones until the end. No length normalisation (the spec gives none). With k = 1 this is greedy decoding.
-        """
-        batch, cells, _ = annotations.shape
-        k = beam_size
-        device = annotations.device
-        annotations = annotations.repeat_interleave(k, dim=0)
-        projected = self.attention.project(annotations)
+        """The most likely caption that beam search of width k finds, for every image at once
+        (``repro.beam.beam_search``: each image keeps k hypotheses; a finished one stays in its beam with its
+        score frozen; no length normalisation, the spec gives none). With k = 1 this is greedy decoding."""
+        static = (annotations, self.attention.project(annotations))
         state = self.initial_state(annotations)
-        words = torch.full((batch * k,), -1, dtype=torch.int64, device=device)
-        scores = torch.full((batch, k), float("-inf"), device=device)
-        scores[:, 0] = 0.0  # the k rows start identical: only one may be extended at the first step
-        finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
-        history = torch.zeros(batch * k, 0, dtype=torch.int64, device=device)
-        alphas = annotations.new_zeros(batch * k, 0, cells)
-        for _ in range(max_length):
-            out = self.step(words, state, annotations, projected)
-            log_probs = out.logits.log_softmax(-1)
-            vocab = log_probs.shape[1]
-            only_eos = torch.full_like(log_probs[0], float("-inf"))
-            only_eos[EOS] = 0.0
-            log_probs = torch.where(finished[:, None], only_eos, log_probs)
-            scores, best = (scores.view(-1, 1) + log_probs).view(batch, k * vocab).topk(k, dim=1)
-            origin = (best // vocab + torch.arange(batch, device=device)[:, None] * k).view(-1)
-            words = (best % vocab).view(-1)
-            state = (out.state[0][origin], out.state[1][origin])
-            history = torch.cat([history[origin], words[:, None]], dim=1)
-            alphas = torch.cat([alphas[origin], out.alpha[origin, None]], dim=1)
-            finished = finished[origin] | (words == EOS)
-            if finished.all():
-                break
-        top = torch.arange(batch, device=device) * k  # topk sorts: each image's first row is its best
-        return Decoded(history[top], scores[:, 0], alphas[top])
+        return Decoded(*beam.beam_search(self.decoding_step, state, beam_size, max_length, EOS, static))
 
     def pad(self, words: torch.Tensor) -> torch.Tensor:
         """Decoded words padded with <eos> to ``max_length`` columns (batches and ranks line up)."""
