@@ -90,18 +90,24 @@ def work_dir(paper: str, experiment: str, tier: str, seed: int) -> Path:
     return RunSpec(paper, experiment, tier, seed).work_dir
 
 
+def seed_overrides(overrides: list[str], devices, accelerator) -> list[str]:
+    """Every config override a seed's process runs with: --set items, then --devices and --accelerator."""
+    items = list(overrides)
+    if devices is not None:
+        items.append(f"trainer.devices={devices}")
+    if accelerator is not None:
+        items.append(f"trainer.accelerator={accelerator}")
+    if devices not in (None, "1", 1):
+        items.append("trainer.strategy=ddp")
+    return items
+
+
 def child_command(
     paper: str, experiment: str, tier: str, seed: int, plan: dict[str, Any], progress: bool
 ) -> list[str]:
     cmd = [sys.executable, "-m", "repro.train", paper, experiment, tier, str(seed)]
-    for item in plan["overrides"]:
+    for item in seed_overrides(plan["overrides"], plan["devices"], plan["accelerator"]):
         cmd += ["--set", item]
-    if plan["devices"] is not None:
-        cmd += ["--set", f"trainer.devices={plan['devices']}"]
-    if plan["accelerator"] is not None:
-        cmd += ["--set", f"trainer.accelerator={plan['accelerator']}"]
-    if plan["devices"] not in (None, "1", 1):
-        cmd += ["--set", "trainer.strategy=ddp"]
     cmd += ["--resume", "--invocation", plan["id"]]  # a seed with no checkpoint starts from scratch
     if not progress:
         cmd.append("--no-progress")
@@ -462,11 +468,18 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                 f"{', '.join(paper.tiers(e.name)) or 'none'}"
             )
     if args.train:
-        # A bad --set fails here, once and before anything trains, not once in every seed's process.
+        # A bad --set, --devices or --accelerator fails here, once and before anything trains, not once in
+        # every seed's process (a model's check_config sees them, as the seeds' processes will).
         from repro import config
 
+        source = plan or {
+            "overrides": args.overrides,
+            "devices": args.devices,
+            "accelerator": args.accelerator,
+        }
+        overrides = seed_overrides(source["overrides"], source["devices"], source["accelerator"])
         for e in experiments:
-            config.load(paper.config_path(e.name, args.tier), plan["overrides"] if plan else args.overrides)
+            config.load(paper.config_path(e.name, args.tier), overrides)
     evidence = plan["evidence"] if plan else args.evidence
     out = Path(plan["out"]) if plan else (args.results if evidence else (args.out or user_results()))
     check_writable(out)

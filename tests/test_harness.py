@@ -674,6 +674,18 @@ def test_reproduce_unknown_experiment_is_exit_2(repro_cli):
     assert "unknown experiment of stack_rnn 'nosuch'" in out
 
 
+def test_reproduce_devices_a_model_refuses_is_exit_2_before_any_seed_starts(repro_cli, isolated_outputs):
+    """--devices reaches the model's check_config in the parent, as --set does: the online Stack RNN trains on
+    one CPU device, so two devices are refused once, before a seed's process starts or a plan is written."""
+    rc, out = repro_cli(
+        "reproduce", "stack_rnn", "--tier", "full", "--experiment", "stack_anbn", "--devices", "2"
+    )
+    assert rc == 2
+    assert "it needs trainer.accelerator=cpu and trainer.devices=1" in out and "devices=2" in out
+    assert "started" not in out and "plan:" not in out
+    assert not (isolated_outputs / "results").exists()
+
+
 def test_reproduce_missing_tier_config_is_exit_2(repro_cli, isolated_outputs, monkeypatch):
     # Every real experiment has all three tiers: hide the full one (without the guard this test would train).
     real = Paper.config_path
