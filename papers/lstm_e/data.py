@@ -44,24 +44,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from repro import results
-from repro.data import DataError, data_root
-from repro.data.captioning import (
-    SPLITS,
-    build_vocabulary,
-    caption_batch,
-    encode,
-    read_split,
-    read_token_file,
-    tokenize,
-)
+from repro.data import DataError
+from repro.data.captioning import SPLITS, CaptionSet, caption_batch, encode, tokenize
 from repro.data.mnist import MNISTDataModule
-from repro.data.modules import EpochBatchesDataModule
 from repro.data.moving_mnist import CANVAS, digit_stream, render, trajectories
 
 EVAL_SEED = 20150507  # fixes the validation and test clips for every run (arXiv v1 of 1505.01861)
@@ -208,8 +197,11 @@ class CaptionedMovingMNIST(MNISTDataModule):
             yield {"video": torch.from_numpy(video[i]), "index": torch.from_numpy(i), **caption_batch(first)}
 
 
-class ClipFeatureCaptions(EpochBatchesDataModule):
-    """Video clips as cached feature vectors, with their captions: YouTube2Text (MSVD).
+class ClipFeatureCaptions(CaptionSet):
+    """Video clips as cached feature vectors, with their captions: YouTube2Text (MSVD). The caption-set
+    plumbing is ``repro.data.captioning.CaptionSet``'s; what differs is a cached array (one vector of
+    ``feature_dim`` per clip), the batches (``video``; plain shuffled full batches; an evaluation batch also
+    holds each clip's first reference), the tokenised references and the encoder pass of ``cache_features``.
 
     Args:
         dataset: the folder under the data root.
@@ -230,6 +222,9 @@ class ClipFeatureCaptions(EpochBatchesDataModule):
     """
 
     input_kind = "video"
+    noun = "clips"
+    source = "frames"
+    guide = "papers/lstm_e/README.md (YouTube2Text)"
 
     def __init__(
         self,
@@ -252,96 +247,45 @@ class ClipFeatureCaptions(EpochBatchesDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.clips: dict[str, list[str]] = {}
-        self.captions: dict[str, list[str]] = {}
-        self.vocabulary: list[str] = []
-        self.pairs: list[tuple[int, list[int]]] = []
+
+    @property
+    def clips(self) -> dict[str, list[str]]:
+        """Each split's clip names."""
+        return self.items
 
     @property
     def video_dim(self) -> int:
         return self.hparams.feature_dim
 
     @property
-    def folder(self) -> Path:
-        return data_root() / self.hparams.dataset
+    def feature_name(self) -> str:
+        return self.hparams.feature_name
 
     @property
-    def feature_folder(self) -> Path:
-        hp = self.hparams
-        return Path(hp.features) if hp.features else self.folder / hp.feature_name
+    def feature_shape(self) -> tuple[int, ...]:
+        return (self.hparams.feature_dim,)
 
-    def data_files(self) -> list[Path]:
-        hp = self.hparams
-        return [self.folder / name for name in (hp.token_file, hp.train_list, hp.valid_list, hp.test_list)]
-
-    def read_caption_set(self) -> None:
-        for path in self.data_files():
-            if not path.exists():
-                raise DataError(f"data file missing: {path}; see papers/lstm_e/README.md (YouTube2Text)")
-        token_file, *lists = self.data_files()
-        self.captions = read_token_file(token_file)
-        for split, path in zip(SPLITS, lists, strict=True):
-            names = read_split(path)[: self.hparams.limit]
-            if missing := [n for n in names if n not in self.captions]:
-                raise DataError(f"{path}: {len(missing)} clips lack captions in {token_file}: {missing[:3]}")
-            self.clips[split] = names
-
-    def setup(self, stage: str | None = None):
-        if self.vocabulary:
-            return
-        self.read_caption_set()
-        names = [n for split in SPLITS for n in self.clips[split]]
-        if missing := [n for n in names if not (self.feature_folder / f"{n}.npy").exists()]:
-            raise DataError(
-                f"no cached features for {len(missing)} of the {len(names)} clips in {self.feature_folder} "
-                f"(first missing: {missing[0]}.npy): one <clip>.npy per clip, a vector of "
-                f"{self.hparams.feature_dim} numbers (mean-pooled CNN features; papers/lstm_e/README.md). "
-                "Experiment msvd_vgg_conv5 reads a VGG-19 conv5_4 substitute that you make once from your "
-                "frames: repro features lstm_e msvd_vgg_conv5 --images DIR."
-            )
-        train = [tokenize(c) for name in self.clips["train"] for c in self.captions[name]]
-        self.vocabulary = build_vocabulary(train, self.hparams.vocab_size)
-        index = {w: i for i, w in enumerate(self.vocabulary)}
-        self.pairs = [
-            (i, encode(tokenize(c), index))
-            for i, name in enumerate(self.clips["train"])
-            for c in self.captions[name]
-            if len(tokenize(c)) <= self.hparams.max_length
-        ]
-
-    def load(self, names: list[str]) -> torch.Tensor:
-        arrays = []
-        for name in names:
-            path = self.feature_folder / f"{name}.npy"
-            array = np.load(path).astype(np.float32)
-            if array.shape != (self.hparams.feature_dim,):
-                raise DataError(f"{path}: shape {array.shape}, expected ({self.hparams.feature_dim},)")
-            arrays.append(array)
-        return torch.from_numpy(np.stack(arrays))
+    def missing_features_message(self, missing: list[str], names: list[str]) -> str:
+        return (
+            f"no cached features for {len(missing)} of the {len(names)} clips in {self.feature_folder} "
+            f"(first missing: {missing[0]}.npy): one <clip>.npy per clip, a vector of "
+            f"{self.hparams.feature_dim} numbers (mean-pooled CNN features; papers/lstm_e/README.md). "
+            "Experiment msvd_vgg_conv5 reads a VGG-19 conv5_4 substitute that you make once from your "
+            "frames: repro features lstm_e msvd_vgg_conv5 --images DIR."
+        )
 
     def references(self, split: str) -> list[list[str]]:
-        return [[" ".join(tokenize(c)) for c in self.captions[name]] for name in self.clips[split]]
+        return [[" ".join(tokenize(c)) for c in refs] for refs in super().references(split)]
 
-    def training_batches(self, epoch: int):
-        world, rank = self.world
-        hp = self.hparams
-        if hp.batch_size % world:
-            raise ValueError(f"data.batch_size {hp.batch_size} must be divisible by the {world} devices")
-        order = np.random.default_rng([hp.seed, epoch]).permutation(len(self.pairs))
-        for begin in range(0, len(order) - len(order) % hp.batch_size, hp.batch_size):
-            mine = order[begin : begin + hp.batch_size][rank::world]
-            names = [self.clips["train"][self.pairs[i][0]] for i in mine]
-            yield {"video": self.load(names), **caption_batch([self.pairs[i][1] for i in mine])}
+    def batch_order(self, order: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """The fresh shuffle cut into full batches (the last, partial one is dropped)."""
+        size = self.hparams.batch_size
+        return [order[b : b + size] for b in range(0, len(order) - len(order) % size, size)]
 
-    def evaluation_batches(self, split: str):
-        world, rank = self.world
-        index = {w: i for i, w in enumerate(self.vocabulary)}
-        mine = np.arange(rank, len(self.clips[split]), world)
-        for begin in range(0, len(mine), self.hparams.eval_batch_size):
-            i = mine[begin : begin + self.hparams.eval_batch_size]
-            names = [self.clips[split][j] for j in i]
-            first = [encode(tokenize(self.captions[n][0]), index) for n in names]
-            yield {"video": self.load(names), "index": torch.from_numpy(i), **caption_batch(first)}
+    def evaluation_targets(self, names: list[str]) -> dict:
+        """Each clip's first reference as ``captions`` / ``lengths`` (the teacher-forced losses and the
+        retrieval candidates)."""
+        return caption_batch([encode(tokenize(self.captions[n][0]), self.word_index) for n in names])
 
     def cache_features(
         self,
@@ -355,7 +299,7 @@ class ClipFeatureCaptions(EpochBatchesDataModule):
         """``repro features``: each clip's ``frames_per_clip`` evenly spaced frames (``images/<clip>/*.jpg``,
         sorted by name) through VGG-19 conv5_4, mean-pooled over cells and frames: one 512-vector per clip
         (a substitute for the paper's fc7 / C3D features). Cached clips are skipped."""
-        from repro.data.vgg19 import load_image, pretrained_vgg19
+        from repro.data.vgg19 import load_image, pretrained_vgg19, write_array
 
         if self.hparams.feature_dim != CONV5_DIM:
             raise DataError(
@@ -363,13 +307,9 @@ class ClipFeatureCaptions(EpochBatchesDataModule):
                 f"you provide; repro features makes the {CONV5_DIM}-d VGG-19 conv5_4 substitute that "
                 "msvd_vgg_conv5 reads: repro features lstm_e msvd_vgg_conv5 --images DIR (see the README)"
             )
-        if not self.hparams.images:
-            raise DataError("data.images is not set: name the folder of your frames (--images DIR)")
-        frames_root = Path(self.hparams.images).expanduser()
-        if not frames_root.is_dir():
-            raise DataError(f"frame folder not found: {frames_root} (data.images, or --images DIR)")
+        frames_root = self.source_folder()
         self.read_caption_set()
-        names = list(dict.fromkeys(n for split in SPLITS for n in self.clips[split]))
+        names = self.all_names()
         encoder = (encoder if encoder is not None else pretrained_vgg19(weights)).to(device).eval()
         self.feature_folder.mkdir(parents=True, exist_ok=True)
         done = 0
@@ -387,8 +327,7 @@ class ClipFeatureCaptions(EpochBatchesDataModule):
                         batch = torch.stack([load_image(f) for f in chosen[begin : begin + batch_size]])
                         pooled = encoder(batch.to(device)).mean(1).sum(0)  # cells, then summed frames
                         total = pooled if total is None else total + pooled
-                vector = (total / len(chosen)).cpu().numpy().astype(np.float32)
-                results.atomic_write_bytes(path, _npy_bytes(vector))
+                write_array(path, (total / len(chosen)).cpu().numpy().astype(np.float32))
                 done += 1
             if progress is not None:
                 progress(k + 1, len(names))
@@ -402,11 +341,3 @@ class ClipFeatureCaptions(EpochBatchesDataModule):
         }
         (self.feature_folder / "features.json").write_text(json.dumps(record, indent=1))
         return {**record, "images": len(names)}
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()

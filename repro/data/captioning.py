@@ -41,6 +41,8 @@ vocabulary is the ``vocab_size`` − 2 most frequent training words, the others 
 vectors are read from a cache, one ``<image>.npy`` of shape 196 × 512 per image (VGG-19 conv5_4 of a
 224 × 224 image, row-major over the 14 × 14 grid), made once from the user's images by ``repro features``
 (``FeatureCaptions.cache_features``, ``repro/data/vgg19.py``); a missing cache raises a DataError saying so.
+The plumbing of such a set (files, vocabulary, pairs, batches of cached arrays) is ``CaptionSet``'s, which
+LSTM-E's clip-feature set (``papers/lstm_e/data.py``, YouTube2Text) extends too.
 """
 
 from __future__ import annotations
@@ -385,7 +387,158 @@ def build_vocabulary(captions: list[list[str]], size: int) -> list[str]:
     return ["<eos>", "UNK", *frequent]
 
 
-class FeatureCaptions(EpochBatchesDataModule):
+class CaptionSet(EpochBatchesDataModule):
+    """A caption set whose items (images, video clips) are read as cached feature arrays: the plumbing that
+    FeatureCaptions and LSTM-E's ClipFeatureCaptions share.
+
+    Under ``<data root>/<dataset>/``: a token file and three split lists (``data_files``, sha256-checked where
+    ``checksums`` pins them) and a feature folder with one ``<item>.npy`` of shape ``feature_shape`` per
+    item. A subclass's ``__init__`` takes at least ``dataset``, the four file names, ``features``,
+    ``images``, ``vocab_size``, ``max_length``, ``batch_size``, ``eval_batch_size``, ``limit`` and ``seed``
+    (FeatureCaptions documents them) and calls ``save_hyperparameters``; it names its items (``noun``), where
+    its README explains the files (``guide``), what a missing cache means (``missing_features_message``) and
+    how its training pairs are batched (``batch_order``). Batches carry the features under ``input_kind``.
+    """
+
+    input_kind = "features"  # also the batch key of the features
+    noun = "images"  # what an item is, in messages
+    guide = "papers/show_attend_tell/README.md (the caption sets)"  # named when a data file is missing
+    checksums: dict[str, dict[str, str]] = {}  # dataset -> file name -> sha256
+    feature_name = FEATURES  # the feature folder's default name under the data set's
+    feature_shape: tuple[int, ...] = FEATURE_SHAPE  # of every item's cached array
+    source = "images"  # what the folder data.images holds, in messages
+
+    def __init__(self):
+        super().__init__()
+        self.items: dict[str, list[str]] = {}  # split -> item names, in the split list's order
+        self.captions: dict[str, list[str]] = {}
+        self.vocabulary: list[str] = []
+        self.word_index: dict[str, int] = {}
+        self.pairs: list[tuple[int, list[int]]] = []  # (index into items["train"], encoded caption)
+
+    @property
+    def folder(self) -> Path:
+        return data_root() / self.hparams.dataset
+
+    @property
+    def feature_folder(self) -> Path:
+        return Path(self.hparams.features) if self.hparams.features else self.folder / self.feature_name
+
+    def data_files(self) -> list[Path]:
+        hp = self.hparams
+        return [self.folder / name for name in (hp.token_file, hp.train_list, hp.valid_list, hp.test_list)]
+
+    def setup(self, stage: str | None = None):
+        if self.vocabulary:
+            return
+        self.read_caption_set()
+        self.check_features()
+        train = [tokenize(c) for name in self.items["train"] for c in self.captions[name]]
+        self.vocabulary = build_vocabulary(train, self.hparams.vocab_size)
+        self.word_index = {w: i for i, w in enumerate(self.vocabulary)}
+        self.pairs = [
+            (i, encode(tokenize(c), self.word_index))
+            for i, name in enumerate(self.items["train"])
+            for c in self.captions[name]
+            if len(tokenize(c)) <= self.hparams.max_length
+        ]
+
+    def read_caption_set(self) -> None:
+        """The captions and each split's item names, from the (checked) token file and split lists."""
+        sha256 = self.checksums.get(self.hparams.dataset, {})
+        for path in self.data_files():
+            if path.name in sha256:
+                verify(path, sha256[path.name])
+            elif not path.exists():
+                raise DataError(f"data file missing: {path}; see {self.guide}")
+        token_file, *lists = self.data_files()
+        self.captions = read_token_file(token_file)
+        for split, path in zip(SPLITS, lists, strict=True):
+            names = read_split(path)[: self.hparams.limit]
+            if missing := [n for n in names if n not in self.captions]:
+                raise DataError(
+                    f"{path}: {len(missing)} {self.noun} lack captions in {token_file}: {missing[:3]}"
+                )
+            self.items[split] = names
+
+    def all_names(self) -> list[str]:
+        """Every item of the three splits, once each, in split order."""
+        return list(dict.fromkeys(name for split in SPLITS for name in self.items[split]))
+
+    def check_features(self) -> None:
+        names = [n for split in SPLITS for n in self.items[split]]
+        if missing := [n for n in names if not (self.feature_folder / f"{n}.npy").exists()]:
+            raise DataError(self.missing_features_message(missing, names))
+
+    def missing_features_message(self, missing: list[str], names: list[str]) -> str:
+        raise NotImplementedError
+
+    def source_folder(self) -> Path:
+        """``data.images``, the folder ``cache_features`` encodes from, checked to exist (before any weights
+        are loaded, which may have to be downloaded first)."""
+        if not self.hparams.images:
+            raise DataError(
+                f"data.images is not set: name the folder that holds your {self.hparams.dataset} "
+                f"{self.source} (repro features ... --images DIR)"
+            )
+        folder = Path(self.hparams.images).expanduser()
+        if not folder.is_dir():
+            raise DataError(
+                f"{self.source[:-1]} folder not found: {folder} (data.images, or repro features --images DIR)"
+            )
+        return folder
+
+    def load_features(self, names: list[str]) -> torch.Tensor:
+        arrays = []
+        for name in names:
+            path = self.feature_folder / f"{name}.npy"
+            array = np.load(path)
+            if array.shape != self.feature_shape:
+                raise DataError(f"{path}: features of shape {array.shape}, expected {self.feature_shape}")
+            arrays.append(array)
+        return torch.from_numpy(np.stack(arrays).astype(np.float32))
+
+    def references(self, split: str) -> list[list[str]]:
+        return [self.captions[name] for name in self.items[split]]
+
+    def batch_order(self, order: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """This epoch's training batches (global, as indices into ``pairs``) from a fresh permutation."""
+        raise NotImplementedError
+
+    def training_batches(self, epoch: int):
+        world, rank = self.world
+        hp = self.hparams
+        if hp.batch_size % world:
+            raise ValueError(f"data.batch_size {hp.batch_size} must be divisible by the {world} devices")
+        rng = np.random.default_rng([hp.seed, epoch])
+        for batch in self.batch_order(rng.permutation(len(self.pairs)), rng):
+            mine = batch[: len(batch) - len(batch) % world][rank::world]
+            if not len(mine):
+                continue
+            names = [self.items["train"][self.pairs[i][0]] for i in mine]
+            yield {
+                self.input_kind: self.load_features(names),
+                **caption_batch([self.pairs[i][1] for i in mine]),
+            }
+
+    def evaluation_targets(self, names: list[str]) -> dict:
+        """What an evaluation batch holds besides the features and the ``index``: nothing here."""
+        return {}
+
+    def evaluation_batches(self, split: str):
+        world, rank = self.world
+        mine = np.arange(rank, len(self.items[split]), world)
+        for begin in range(0, len(mine), self.hparams.eval_batch_size):
+            i = mine[begin : begin + self.hparams.eval_batch_size]
+            names = [self.items[split][j] for j in i]
+            yield {
+                self.input_kind: self.load_features(names),
+                "index": torch.from_numpy(i),
+                **self.evaluation_targets(names),
+            }
+
+
+class FeatureCaptions(CaptionSet):
     """Images as cached annotation vectors (196 × 512), with their captions: Flickr8k, Flickr30k or COCO.
 
     Args:
@@ -403,7 +556,7 @@ class FeatureCaptions(EpochBatchesDataModule):
         seed: seeds each epoch's order.
     """
 
-    input_kind = "features"
+    checksums = {"flickr8k": FLICKR8K_SHA256}
 
     def __init__(
         self,
@@ -425,70 +578,24 @@ class FeatureCaptions(EpochBatchesDataModule):
         if vocab_size < 3:
             raise ValueError(f"data.vocab_size must be at least 3 (<eos>, UNK and a word), not {vocab_size}")
         self.save_hyperparameters()
-        self.images: dict[str, list[str]] = {}
-        self.captions: dict[str, list[str]] = {}
-        self.vocabulary: list[str] = []
-        self.pairs: list[tuple[int, list[int]]] = []
 
     @property
-    def folder(self) -> Path:
-        return data_root() / self.hparams.dataset
+    def images(self) -> dict[str, list[str]]:
+        """Each split's image names (``data.images`` is the folder of the image files)."""
+        return self.items
 
-    @property
-    def feature_folder(self) -> Path:
-        return Path(self.hparams.features) if self.hparams.features else self.folder / FEATURES
-
-    def data_files(self) -> list[Path]:
-        hp = self.hparams
-        return [self.folder / name for name in (hp.token_file, hp.train_list, hp.valid_list, hp.test_list)]
-
-    def setup(self, stage: str | None = None):
-        if self.vocabulary:
-            return
-        self.read_caption_set()
-        self.check_features()
-        train = [tokenize(c) for name in self.images["train"] for c in self.captions[name]]
-        self.vocabulary = build_vocabulary(train, self.hparams.vocab_size)
-        index = {w: i for i, w in enumerate(self.vocabulary)}
-        self.pairs = [
-            (i, encode(tokenize(c), index))
-            for i, name in enumerate(self.images["train"])
-            for c in self.captions[name]
-            if len(tokenize(c)) <= self.hparams.max_length
-        ]
-
-    def read_caption_set(self) -> None:
-        """The captions and each split's image names, from the (checked) token file and split lists."""
-        for path in self.data_files():
-            if self.hparams.dataset == "flickr8k" and path.name in FLICKR8K_SHA256:
-                verify(path, FLICKR8K_SHA256[path.name])
-            elif not path.exists():
-                raise DataError(
-                    f"data file missing: {path}; see papers/show_attend_tell/README.md (the caption sets)"
-                )
-        token_file, *lists = self.data_files()
-        self.captions = read_token_file(token_file)
-        for split, path in zip(SPLITS, lists, strict=True):
-            names = read_split(path)[: self.hparams.limit]
-            if missing := [n for n in names if n not in self.captions]:
-                raise DataError(f"{path}: {len(missing)} images lack captions in {token_file}: {missing[:3]}")
-            self.images[split] = names
-
-    def check_features(self) -> None:
-        names = [n for split in SPLITS for n in self.images[split]]
-        missing = [n for n in names if not (self.feature_folder / f"{n}.npy").exists()]
-        if missing:
-            images = self.hparams.images or "DIR"
-            raise DataError(
-                f"no cached annotation vectors for {len(missing)} of the {len(names)} {self.hparams.dataset} "
-                f"images in {self.feature_folder} (first missing: {missing[0]}.npy). The captioning papers "
-                f"read one <image>.npy per image: the {FEATURE_SHAPE[0]} x {FEATURE_SHAPE[1]} VGG-19 "
-                f"conv5_4 features (ImageNet weights, 224 x 224 input, the 14 x 14 x 512 output of conv5_4 "
-                f"before the last max-pool, row-major). Make them once from your copy of the images: "
-                f"repro features PAPER EXPERIMENT --images {images} (such as repro features "
-                f"show_attend_tell flickr8k_soft; papers/show_attend_tell/README.md), or set data.features "
-                f"to a folder that has them."
-            )
+    def missing_features_message(self, missing: list[str], names: list[str]) -> str:
+        images = self.hparams.images or "DIR"
+        return (
+            f"no cached annotation vectors for {len(missing)} of the {len(names)} {self.hparams.dataset} "
+            f"images in {self.feature_folder} (first missing: {missing[0]}.npy). The captioning papers "
+            f"read one <image>.npy per image: the {FEATURE_SHAPE[0]} x {FEATURE_SHAPE[1]} VGG-19 "
+            f"conv5_4 features (ImageNet weights, 224 x 224 input, the 14 x 14 x 512 output of conv5_4 "
+            f"before the last max-pool, row-major). Make them once from your copy of the images: "
+            f"repro features PAPER EXPERIMENT --images {images} (such as repro features "
+            f"show_attend_tell flickr8k_soft; papers/show_attend_tell/README.md), or set data.features "
+            f"to a folder that has them."
+        )
 
     def cache_features(
         self,
@@ -503,18 +610,10 @@ class FeatureCaptions(EpochBatchesDataModule):
         ``check_features`` and ``load_features`` read, skipping images already cached. ``encoder`` defaults
         to VGG-19 with torchvision's ImageNet weights (``weights``: the checkpoint file; default torch's hub
         cache). Returns the cache's ``features.json`` record."""
-        if not self.hparams.images:
-            raise DataError(
-                f"data.images is not set: name the folder that holds your {self.hparams.dataset} images "
-                f"(repro features ... --images DIR)"
-            )
-        folder = Path(self.hparams.images).expanduser()
-        if not folder.is_dir():  # before the weights, which may have to be downloaded first
-            raise DataError(f"image folder not found: {folder} (data.images, or repro features --images DIR)")
+        folder = self.source_folder()
         self.read_caption_set()
-        names = list(dict.fromkeys(name for split in SPLITS for name in self.images[split]))
         return cache_features(
-            names,
+            self.all_names(),
             folder,
             self.feature_folder,
             encoder if encoder is not None else pretrained_vgg19(weights),
@@ -524,41 +623,10 @@ class FeatureCaptions(EpochBatchesDataModule):
             progress=progress,
         )
 
-    def load_features(self, names: list[str]) -> torch.Tensor:
-        arrays = []
-        for name in names:
-            path = self.feature_folder / f"{name}.npy"
-            array = np.load(path)
-            if array.shape != FEATURE_SHAPE:
-                raise DataError(f"{path}: features of shape {array.shape}, expected {FEATURE_SHAPE}")
-            arrays.append(array)
-        return torch.from_numpy(np.stack(arrays).astype(np.float32))
-
-    def references(self, split: str) -> list[list[str]]:
-        return [self.captions[name] for name in self.images[split]]
-
-    def training_batches(self, epoch: int):
+    def batch_order(self, order: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
         """Every (image, caption) pair once, in batches of similar caption lengths (the paper buckets by
-        length): a fresh shuffle, a stable sort by length, cut into batches, visited in a fresh order."""
-        world, rank = self.world
-        hp = self.hparams
-        if hp.batch_size % world:
-            raise ValueError(f"data.batch_size {hp.batch_size} must be divisible by the {world} devices")
-        rng = np.random.default_rng([hp.seed, epoch])
-        order = rng.permutation(len(self.pairs))
+        length): the fresh shuffle, stably sorted by length, cut into batches, visited in a fresh order."""
+        size = self.hparams.batch_size
         order = order[np.argsort([len(self.pairs[i][1]) for i in order], kind="stable")]
-        batches = [order[b : b + hp.batch_size] for b in range(0, len(order), hp.batch_size)]
-        for batch in (batches[i] for i in rng.permutation(len(batches))):
-            mine = batch[: len(batch) - len(batch) % world][rank::world]
-            if not len(mine):
-                continue
-            images = [self.images["train"][self.pairs[i][0]] for i in mine]
-            yield {"features": self.load_features(images), **caption_batch([self.pairs[i][1] for i in mine])}
-
-    def evaluation_batches(self, split: str):
-        world, rank = self.world
-        mine = np.arange(rank, len(self.images[split]), world)
-        for begin in range(0, len(mine), self.hparams.eval_batch_size):
-            i = mine[begin : begin + self.hparams.eval_batch_size]
-            names = [self.images[split][j] for j in i]
-            yield {"features": self.load_features(names), "index": torch.from_numpy(i)}
+        batches = [order[b : b + size] for b in range(0, len(order), size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
