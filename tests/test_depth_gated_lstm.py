@@ -416,10 +416,8 @@ def test_ddp_two_cpu_processes_train_the_single_process_model(smoke_run, tmp_pat
 # Figures: the validation curves of both models on one axes, the comparison table
 
 
-def test_figures_put_both_curves_on_one_png_and_check_the_relative_claim(tmp_path):
-    from papers.depth_gated_lstm import figures
-
-    test_ppl = {"lstm_2x200": [150.0, 152.0], "dglstm_2x200": [140.0, 141.0]}
+def write_ppl_records(root, test_ppl: dict[str, list[float]]) -> None:
+    """Seed records (test perplexity, a 3-epoch validation curve) for the figures, one per value."""
     for experiment, values in test_ppl.items():
         for seed, value in enumerate(values, start=1):
             curve = [
@@ -437,9 +435,13 @@ def test_figures_put_both_curves_on_one_png_and_check_the_relative_claim(tmp_pat
                 "metrics": {"test_ppl": value, "val_ppl": value + 17, "test_tokens": 82_430.0},
                 "details": {"val_curve": curve},
             }
-            results.write_json(
-                results.record_path("depth_gated_lstm", experiment, "cpu", seed, tmp_path), record
-            )
+            results.write_json(results.record_path("depth_gated_lstm", experiment, "cpu", seed, root), record)
+
+
+def test_figures_put_both_curves_on_one_png_and_check_the_relative_claim(tmp_path):
+    from papers.depth_gated_lstm import figures
+
+    write_ppl_records(tmp_path, {"lstm_2x200": [150.0, 152.0], "dglstm_2x200": [140.0, 141.0]})
     paths = figures.make_figures(tmp_path / "depth_gated_lstm", "cpu")
     assert [p.name for p in paths] == ["val_ppl_2x200_cpu.png", "comparison_cpu.md"]
     assert paths[0].stat().st_size > 10_000
@@ -448,6 +450,17 @@ def test_figures_put_both_curves_on_one_png_and_check_the_relative_claim(tmp_pat
     assert "| DGLSTM | 2 | 140.50 ± 0.71 |" in table
     assert "- relative check: DGLSTM − LSTM = -10.50 against a seed spread of 2.12: holds" in table
     assert figures.make_figures(tmp_path / "depth_gated_lstm", "full") == []
+
+
+def test_the_depth_sweep_figure_needs_both_models_at_two_depths_of_one_width(tmp_path):
+    from papers.depth_gated_lstm import figures
+
+    write_ppl_records(tmp_path, {"lstm_1x100": [150.0], "dglstm_1x100": [148.0], "lstm_2x100": [149.0]})
+    names = [p.name for p in figures.make_figures(tmp_path / "depth_gated_lstm", "cpu")]
+    assert "test_ppl_by_depth_x100_cpu.png" not in names  # 2 layers: the LSTM alone
+    write_ppl_records(tmp_path, {"dglstm_2x100": [141.0]})
+    paths = figures.make_figures(tmp_path / "depth_gated_lstm", "cpu")
+    assert paths[-1].name == "test_ppl_by_depth_x100_cpu.png" and paths[-1].stat().st_size > 10_000
 
 
 def test_a_diverged_runs_perplexity_is_inf_not_an_overflow_error():

@@ -4,6 +4,8 @@ tier:
 - ``val_ppl_<size>_<tier>.png``: the validation perplexity after each validation of both models on one axes,
   each seed faint and the mean over seeds bold, against training progress in epochs (training tokens
   predicted so far / the 929,589 tokens of the training file);
+- ``test_ppl_by_depth_x<width>_<tier>.png``: the depth sweep, test perplexity of both models against depth and
+  the depth gate's gain (LSTM minus DGLSTM) at each depth;
 - ``comparison_<tier>.md``: test and best-validation perplexity per experiment over seeds, and the spec's
   relative check (§5, §8; not a paper target): DGLSTM's mean test perplexity is not worse than the LSTM's by
   more than the two seed standard deviations together.
@@ -92,6 +94,44 @@ def draw(runs: dict[str, list[dict]], size: str, tier: str, out: Path) -> Path:
     return out
 
 
+def draw_depths(tables: dict[str, dict[str, list[dict]]], width: str, tier: str, out: Path) -> Path | None:
+    """Test perplexity against depth at one width (the depth sweep): both models, and the depth gate's gain
+    (LSTM minus DGLSTM), which the paper says grows with depth. None when fewer than two depths have both."""
+    depths = sorted(
+        int(size.split("x")[0])
+        for size, runs in tables.items()
+        if size.endswith(f"x{width}") and set(runs) == set(MODELS)
+    )
+    if len(depths) < 2:
+        return None
+    mean_test = {
+        (model, depth): statistics.fmean(r["metrics"]["test_ppl"] for r in tables[f"{depth}x{width}"][model])
+        for model in MODELS
+        for depth in depths
+    }
+    fig, (ax, gain_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for model, (name, colour) in MODELS.items():
+        ax.plot(depths, [mean_test[model, d] for d in depths], color=colour, marker="o", label=name)
+    gains = [mean_test["lstm", d] - mean_test["dglstm", d] for d in depths]
+    gain_ax.bar(depths, gains, color="tab:red", alpha=0.7)
+    for depth, gain in zip(depths, gains, strict=True):
+        gain_ax.annotate(f"{gain:+.2f}", (depth, gain), ha="center", va="bottom", fontsize=8)
+    for axis in (ax, gain_ax):
+        axis.set_xticks(depths)
+        axis.set_xlabel("layers")
+        axis.grid(alpha=0.3)
+    ax.set_ylabel("test perplexity")
+    ax.set_title(f"PTB, layers x {width}, {tier} tier")
+    ax.legend(fontsize=8)
+    gain_ax.set_ylabel("LSTM - DGLSTM test perplexity")
+    gain_ax.set_title("the depth gate's gain")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def comparison_rows(runs: dict[str, list[dict]]) -> list[str]:
     rows = []
     for model, records in runs.items():
@@ -154,4 +194,7 @@ def make_figures(results_dir: Path, tier: str) -> list[Path]:
             tables[size] = runs
     if tables:
         paths.append(write_comparison(tables, tier, results_dir / f"comparison_{tier}.md"))
+    for width in sorted({size.split("x")[1] for size in tables}):
+        if path := draw_depths(tables, width, tier, results_dir / f"test_ppl_by_depth_x{width}_{tier}.png"):
+            paths.append(path)
     return paths
