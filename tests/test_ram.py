@@ -473,5 +473,11 @@ def test_bench_times_both_paths_side_by_side(one_thread):
     run = bench.side_by_side(RAMModule(glimpses=3), batches, warmup=1)
     for path in ("reference", "fast"):
         assert run[path]["steps"] == 6 and run[path]["images"] == 24
-        assert run[path]["images_per_s"] > 0 and 0 < run[path]["sensor_share"] < 1
-    assert run["speedup"] == pytest.approx(run["reference"]["seconds"] / run["fast"]["seconds"], rel=1e-2)
+        # Only the report's shape: the sensor is timed apart from the step, so on a loaded machine its share
+        # of a 6-step run can exceed 1 (timings are the benchmark's business, not a test's).
+        assert run[path]["images_per_s"] > 0 and run[path]["sensor_share"] > 0
+    # The report rounds seconds to 1 ms and the ratio to 0.001 (a fast machine takes a few ms here): the
+    # ratio must lie between what the rounded seconds allow.
+    reference, fast, half = run["reference"]["seconds"], run["fast"]["seconds"], 5e-4
+    lowest, highest = (reference - half) / (fast + half), (reference + half) / (fast - half)
+    assert lowest - half <= run["speedup"] <= highest + half
