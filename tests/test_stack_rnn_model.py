@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from papers.stack_rnn import kernel
 from papers.stack_rnn.data import StackTaskData
 from papers.stack_rnn.model import LSTMBaseline, StackRNN, StackRNNModule
-from papers.stack_rnn.tasks import get_task
+from papers.stack_rnn.tasks import get_task, test_stream
 from repro import results
 from repro import train as repro_train
 from repro.train import RunSpec, latest_checkpoint, run_seed
@@ -688,6 +688,47 @@ def test_lr_rule_halves_and_restores_only_in_second_half_of_curriculum(monkeypat
     assert all(torch.equal(better[k], v) for k, v in module.core.state_dict().items())
 
 
+def test_solved_entropy_restores_the_snapshot_on_every_epoch_that_does_not_improve(monkeypatch):
+    """train_add.cpp: on an epoch that does not improve, once the best validation entropy is below 0.1 ("it
+    works") the model goes back to the best snapshot whatever the epoch; the rate still halves only for
+    e > N/2. Without solved_entropy (train_toy.cpp) a worse epoch in the first half changes nothing."""
+    torch.manual_seed(0)
+    module = StackRNNModule(task="addition", hidden_size=6, n_stacks=2, noop=True, solved_entropy=0.1)
+    logged = {}
+    monkeypatch.setattr(module, "log", lambda name, value, **kw: logged.__setitem__(name, value))
+    opt = module.configure_optimizers()
+    nmax = 20
+
+    end_validation(module, 0, 0.3, nmax, opt, logged)
+    perturb(module)
+    trained = weights(module)
+    end_validation(module, 1, 0.4, nmax, opt, logged)  # worse, best 0.3 >= 0.1, e <= N/2: nothing
+    assert all(torch.equal(trained[k], v) for k, v in module.core.state_dict().items())
+
+    end_validation(module, 2, 0.05, nmax, opt, logged)  # improved below 0.1: the snapshot "works"
+    best = weights(module)
+    perturb(module)
+    trained = weights(module)
+    end_validation(module, 3, 0.06, nmax, opt, logged)  # worse, e = 3 <= N/2: back to the snapshot, lr kept
+    assert all(torch.equal(best[k], v) for k, v in module.core.state_dict().items())
+    assert module.lr == 0.1 and opt.param_groups[0]["lr"] == 0.1
+
+    perturb(module)
+    end_validation(module, 11, 0.07, nmax, opt, logged)  # worse, e > N/2: halve and restore, as always
+    assert module.lr == 0.05
+    assert all(torch.equal(best[k], v) for k, v in module.core.state_dict().items())
+    assert [e["restored"] for e in module.history] == [False, False, False, True, True]
+
+    without_rule = StackRNNModule(task="addition", hidden_size=6, n_stacks=2, noop=True)
+    monkeypatch.setattr(without_rule, "log", lambda name, value, **kw: logged.__setitem__(name, value))
+    without_rule.core.load_state_dict(best)
+    end_validation(without_rule, 0, 0.05, nmax, without_rule.configure_optimizers(), logged)
+    without_rule.core.load_state_dict(trained)
+    end_validation(without_rule, 3, 0.06, nmax, without_rule.trainer.optimizers[0], logged)
+    assert all(torch.equal(trained[k], v) for k, v in without_rule.core.state_dict().items())
+    assert "restored" not in without_rule.history[0]
+
+
 def test_record_keeps_the_validation_curve_learning_rates_and_best_epochs(monkeypatch):
     """The record's details hold one entry per epoch (both validation entropies, the rate the epoch trained
     with and the one the rule leaves), and the epochs of the tested snapshots, so that a run's schedule
@@ -1177,6 +1218,87 @@ def test_validation_empties_the_stacks_once_and_scores_every_character():
     assert torch.all(batch["loss_mask"] == 1)
 
 
+def addition_sequences(targets: torch.Tensor) -> list[tuple[int, str]]:
+    """Binary addition: (stream position of its first character, text) of every complete sequence; a
+    sequence ends with its '.'."""
+    text = get_task("addition").decode(targets.tolist())
+    found, start = [], 0
+    for end in [i for i, c in enumerate(text) if c == "."]:
+        found.append((start, text[start : end + 1]))
+        start = end + 1
+    return found
+
+
+def addition_total(sequence: str) -> int:
+    """T of "A+B=S.": the operands' digits, an empty operand (written "0") counting 0."""
+    operands = sequence.split("=")[0].split("+")
+    return sum(0 if operand == "0" else len(operand) for operand in operands)
+
+
+def test_addition_validation_empties_the_stacks_before_and_after_its_first_step():
+    """train_add.cpp's validation empties the stacks before its first step and again right after it (as
+    its training does at an epoch start); it scores the result digits and the '.', as training does."""
+    data = StackTaskData(
+        task="addition",
+        validation_sequences=30,
+        validation_nmin=20,
+        validation_nmax=21,
+        validation_empty_after_first_step=True,
+        seed=3,
+    )
+    batch = data.validation_batch(2)
+    assert batch["resets"].nonzero().tolist() == [[0, 0], [0, 1]]
+    sequences = addition_sequences(batch["targets"][0])
+    assert len(sequences) == 30 and {addition_total(text) for _, text in sequences} == {20}
+    expected = torch.zeros_like(batch["loss_mask"][0])
+    for start, text in sequences:
+        expected[start + text.index("=") + 1 : start + len(text)] = 1
+    assert torch.equal(batch["loss_mask"][0], expected)
+
+
+@pytest.mark.parametrize("per_length", [25, 5])
+def test_addition_test_stream_empties_the_stacks_where_train_adds_test_does(per_length):
+    """train_add.cpp's test empties the stacks before sequence iseq when iseq % nreset == 0 (nreset 10), iseq
+    counting from 0 in each n block: at the step that predicts the first character of sequences 0, 10,
+    20, 0, 10, ... of the blocks (its input the previous sequence's '.'), like the training resets. With
+    5 sequences per n only each block's first sequence is preceded by a reset. The toy tasks' test
+    (train_toy.cpp) empties the stacks once, before its first step. Before test_reset_every existed the
+    test stream had no resets: the stacks were emptied once."""
+    data = StackTaskData(
+        task="addition", test_lengths=(2, 4), test_per_length=per_length, test_reset_every=10, window=40
+    )
+    windows = list(data.test_dataloader())
+    batch = {k: torch.cat([w[k] for w in windows], 1) for k in ("inputs", "targets", "resets")}
+    sequences = addition_sequences(batch["targets"][0])
+    assert len(sequences) == 3 * per_length
+    assert [addition_total(text) for _, text in sequences] == np.repeat([2, 3, 4], per_length).tolist()
+    emptied_before = [k for k in range(len(sequences)) if k % per_length % 10 == 0]
+    assert emptied_before == ([0, 10, 20, 25, 35, 45, 50, 60, 70] if per_length == 25 else [0, 5, 10])
+    steps = batch["resets"][0].nonzero().flatten().tolist()
+    assert steps == [sequences[k][0] for k in emptied_before]
+    dot = get_task("addition").symbols.index(".")
+    assert all(batch["inputs"][0, step] == dot for step in steps[1:])
+
+    toy = StackTaskData(task="anbn", test_lengths=(2, 4), test_per_length=25)
+    (toy_batch,) = list(toy.test_dataloader())
+    assert toy_batch["resets"].nonzero().tolist() == [[0, 0]]
+
+
+def test_addition_trains_from_T_0_as_train_add():
+    """train_add.cpp sets nmin = 0 in its epoch loop: epoch e trains on T in {0..max(min(e+3, N), 3) - 1},
+    so epoch 0 draws T = 0, 1, 2 ("0+0=0." included); the toy tasks' nmin is 2."""
+
+    def epoch_sequences(data, epoch):
+        return [text for _, text in addition_sequences(data.train_batches(epoch)["targets"][0])]
+
+    data = StackTaskData(task="addition", nmax=20, train_nmin=0, batch_size=1, sequences_per_stream=300)
+    totals = {e: {addition_total(text) for text in epoch_sequences(data, e)} for e in (0, 4, 30)}
+    assert totals == {0: {0, 1, 2}, 4: set(range(7)), 30: set(range(20))}
+    assert "0+0=0." in epoch_sequences(data, 0)
+    default = StackTaskData(task="addition", nmax=20, batch_size=1, sequences_per_stream=100)
+    assert {addition_total(text) for text in epoch_sequences(default, 0)} == {2}
+
+
 def test_loss_mask_all_ones_for_lm_and_scored_for_addition():
     """Unsupervised tasks train on every character but the epoch's first step (the code makes no update
     there); addition only on the result digits and the '.'."""
@@ -1350,9 +1472,11 @@ def test_test_rows_use_their_own_snapshots_across_windows():
     stream = get_task("anbn").encode("aabb" * 3 + "aaabbb" * 4)
     inputs = torch.tensor([[1] + stream[:-1]])
     targets = torch.tensor([stream])
+    resets = torch.zeros_like(inputs, dtype=torch.bool)
+    resets[0, 0] = True  # a toy task's test empties the stacks once
     windows = [
-        {"inputs": inputs[:, :13], "targets": targets[:, :13]},
-        {"inputs": inputs[:, 13:], "targets": targets[:, 13:]},
+        {"inputs": inputs[:, :13], "targets": targets[:, :13], "resets": resets[:, :13]},
+        {"inputs": inputs[:, 13:], "targets": targets[:, 13:], "resets": resets[:, 13:]},
     ]
     module.snapshot = weights(module)
     perturb(module)
@@ -1379,6 +1503,61 @@ def test_test_rows_use_their_own_snapshots_across_windows():
             inputs.expand(2, -1), module.core.initial_state(2), hard=torch.tensor([False, True])
         )
         assert torch.equal(shared, ref.argmax(-1) == targets)
+
+
+@pytest.mark.parametrize("own_rounded_snapshot", [False, True])
+def test_test_predictions_after_a_reset_equal_those_of_freshly_emptied_stacks(own_rounded_snapshot):
+    """Where the test stream empties the stacks (train_add.cpp: before sequences 0, 10, 20, ... of an n
+    block), both rows of test_step (soft, and rounded on its own snapshot or the shared one) predict
+    exactly what a model started on empty stacks at that step predicts, across window boundaries; without
+    the reset the predictions differ. Before test_step passed the resets on, it ignored them: this failed."""
+    torch.manual_seed(0)
+    module = StackRNNModule(task="addition", hidden_size=8, n_stacks=3, stack_size=40, noop=True)
+    stream = test_stream(get_task("addition"), [3], per_length=30)
+    starts = stream.starts.tolist()
+    resets = torch.zeros(len(stream), dtype=torch.bool)
+    resets[[starts[0], starts[10], starts[20]]] = True  # written out here, independent of data.py
+    window = 37
+    windows = [
+        {
+            "inputs": stream.inputs[None, i : i + window],
+            "targets": stream.targets[None, i : i + window],
+            "resets": resets[None, i : i + window],
+        }
+        for i in range(0, len(stream), window)
+    ]
+    assert any(w["resets"][0, 1:].any() for w in windows)  # a reset inside a window, not at its edge
+    module.snapshot = weights(module)
+    if own_rounded_snapshot:
+        perturb(module)
+        module.rounded_snapshot = weights(module)
+        module.core.load_state_dict(module.snapshot)
+    else:
+        module.rounded_snapshot = module.snapshot
+    calls = []
+    module.core.register_forward_hook(lambda core, args, out: calls.append(out[0]))
+    with torch.no_grad():
+        module.on_test_epoch_start()
+        played = []
+        for i, batch in enumerate(windows):
+            calls.clear()
+            module.test_step(batch, i)
+            played.append(torch.cat(calls))  # [2, window, V]: row 0 soft, row 1 rounded
+        played = torch.cat(played, 1)
+        twin = StackRNNModule(task="addition", hidden_size=8, n_stacks=3, stack_size=40, noop=True)
+        twin.core.load_state_dict(module.rounded_snapshot)
+
+        def fresh(start, stop):
+            """Both rows from freshly emptied stacks at ``start`` (no reset inside [start, stop))."""
+            soft, _, _ = module.core(stream.inputs[None, start:stop], module.core.initial_state(1))
+            rounded, _, _ = twin.core(stream.inputs[None, start:stop], twin.core.initial_state(1), hard=True)
+            return torch.cat([soft, rounded])
+
+        for first, after_last in ((10, 20), (20, 30)):
+            start, stop = starts[first], starts[after_last] if after_last < 30 else len(stream)
+            torch.testing.assert_close(played[:, start:stop], fresh(start, stop), **EXACT)
+        carried, _, _ = module.core(stream.inputs[None], module.core.initial_state(1))
+        assert not torch.allclose(carried[0, starts[10] : starts[20]], played[0, starts[10] : starts[20]])
 
 
 @pytest.mark.slow

@@ -138,7 +138,9 @@ def test_addition_rule():
             if total == 5:
                 first_lengths.add(len_a)
     assert first_lengths == set(range(0, 6))  # l1 uniform on {0..T}
+    # T = 0 and 1, which train_add.cpp's nmin = 0 draws in every epoch: task.h writes an empty operand "0".
     assert task.decode(task.generate(r, 0)) == "0+0=0."
+    assert {task.decode(task.generate(r, 1)) for _ in range(50)} == {"1+0=1.", "0+1=1."}
 
 
 # -----------------------------------------------------------------------------

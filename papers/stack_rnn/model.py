@@ -14,9 +14,10 @@ No biases anywhere, empty cells hold -1, R = 0 on the toy tasks (recurrence only
 Two training protocols (``protocol``):
 
 - ``online`` (the full tier): the paper's and code's protocol, run by the compiled kernel
-  ``stack_online.c`` in float64 over each epoch's single stream: one SGD step after every character, only
-  that character's output error back-propagated through the last 50 steps (or back to the last stack
-  reset), error signals clipped element-wise at ±15 where the code clips them.
+  ``stack_online.c`` in float64 over each epoch's single stream: one SGD step after every character
+  (binary addition, as train_add.cpp: after every character of a result, the steps whose input is '=' or
+  a result digit), only that character's output error back-propagated through the last 50 steps (or back
+  to the last stack reset), error signals clipped element-wise at ±15 where the code clips them.
 - ``batched`` (the cpu and smoke tiers): truncated BPTT over B parallel streams (a declared deviation):
   one SGD step per window of ``bptt`` characters, the loss summed over the window and averaged over
   streams, so the step per character matches online SGD; the state is carried across windows and
@@ -223,6 +224,10 @@ class StackRNNModule(L.LightningModule):
             (the code's: one SGD step per character, compiled kernel, float64, one stream, one CPU process;
             the data module must serve each epoch's stream whole: ``data.protocol: online``).
         error_clip: the code's element-wise clipping of error signals in the online protocol (15).
+        solved_entropy: train_add.cpp's extra rule (None: off, as train_toy.cpp): once the best validation
+            entropy is below this (0.1 in train_add.cpp, "< .1 means it works"), every epoch that does not
+            improve on it goes back to the best snapshot, whatever the epoch; the learning rate still halves
+            only when e > N/2.
     """
 
     def __init__(
@@ -243,6 +248,7 @@ class StackRNNModule(L.LightningModule):
         use_kernel: bool = True,
         protocol: str = "batched",
         error_clip: float = 15.0,
+        solved_entropy: float | None = None,
     ):
         super().__init__()
         from papers.stack_rnn.tasks import get_task
@@ -262,10 +268,10 @@ class StackRNNModule(L.LightningModule):
         self.has_stacks = architecture == "stack"
         if protocol not in ("batched", "online"):
             raise ValueError(f"unknown protocol '{protocol}'; valid: batched, online")
-        if protocol == "online" and (architecture != "stack" or recurrent or self.task.supervised):
+        if protocol == "online" and (architecture != "stack" or recurrent):
             raise ValueError(
-                "protocol 'online' (the code's train_toy loop, compiled) serves the Stack RNN toy tasks "
-                f"without R; not architecture={architecture}, recurrent={recurrent}, task={task}"
+                "protocol 'online' (the code's train_toy and train_add loops, compiled) serves the Stack RNN "
+                f"without R; not architecture={architecture}, recurrent={recurrent}"
             )
         self.online = protocol == "online"
         self.automatic_optimization = not self.online  # online: the kernel makes the SGD steps itself
@@ -454,11 +460,16 @@ class StackRNNModule(L.LightningModule):
             self.best_rounded_entropy = entropies[1]
             self.best_rounded_epoch = epoch
             self.rounded_snapshot = self.snapshot if improved else copy.deepcopy(self.core.state_dict())
-        if not improved and epoch > self.trainer.datamodule.hparams.nmax / 2:
-            # The code halves the rate and goes back to the best snapshot, but only in the second half
-            # of the curriculum; earlier, a worse validation entropy changes nothing.
-            self.lr /= 2
+        second_half = epoch > self.trainer.datamodule.hparams.nmax / 2
+        solved = self.hparams.solved_entropy is not None and self.best_entropy < self.hparams.solved_entropy
+        restored = not improved and (second_half or solved)
+        if restored:
+            # The code goes back to the best snapshot in the second half of the curriculum, and train_add.cpp
+            # also once its best entropy says the model works; otherwise a worse entropy changes nothing.
             self.core.load_state_dict(self.snapshot)
+        if not improved and second_half:
+            # The rate halves only in the second half of the curriculum.
+            self.lr /= 2
             for group in self.trainer.optimizers[0].param_groups:
                 group["lr"] = self.lr
             if self.lr < self.hparams.lr_min:
@@ -469,6 +480,8 @@ class StackRNNModule(L.LightningModule):
         entry.update(lr=trained_lr, next_lr=self.lr, improved=bool(improved))
         if tracks_rounded:
             entry["rounded_improved"] = bool(rounded_improved)
+        if self.hparams.solved_entropy is not None:
+            entry["restored"] = bool(restored)
         self.history.append(entry)
         self.log("val/best_entropy", self.best_entropy)
 
@@ -506,15 +519,16 @@ class StackRNNModule(L.LightningModule):
     def test_step(self, batch, batch_idx):
         rows = self._rows
         inputs, targets = batch["inputs"].expand(rows, -1), batch["targets"].expand(rows, -1)
+        resets = batch["resets"].expand(rows, -1)  # the test's emptyStacks() steps (data.periodic_resets)
         hard = torch.arange(rows, device=inputs.device) == 1
         if self.rounded_snapshot is None or self.rounded_snapshot is self.snapshot:  # one set of weights
             state = self._test_state or self.core.initial_state(rows)
-            logits, self._test_state, _ = self.core(inputs, state, hard=hard)
+            logits, self._test_state, _ = self.core(inputs, state, resets, hard=hard)
         else:  # the rounded row runs the snapshot chosen by rounded validation entropy
             soft_state, rounded_state = self._test_state or (self.core.initial_state(1),) * 2
-            soft, soft_state, _ = self.core(inputs[:1], soft_state)
+            soft, soft_state, _ = self.core(inputs[:1], soft_state, resets[:1])
             rounded, rounded_state, _ = functional_call(
-                self.core, self.rounded_snapshot, (inputs[1:], rounded_state), {"hard": True}
+                self.core, self.rounded_snapshot, (inputs[1:], rounded_state, resets[1:]), {"hard": True}
             )
             logits, self._test_state = torch.cat([soft, rounded]), (soft_state, rounded_state)
         self._test_correct.append((logits.argmax(-1) == targets).cpu())

@@ -338,7 +338,9 @@ def sample_ns(rng: np.random.Generator, count: int, nmin: int, nmax: int) -> np.
 
 def test_stream(task: Task, n_values: Sequence[int], per_length: int = 200, seed: int = 10) -> Stream:
     """The code's test protocol (spec §2.4): seed 10; for each n in order, per_length sequences with
-    exactly that n, all in one continuous stream (the caller empties the stacks once, never again).
+    exactly that n, all in one continuous stream. The caller empties the stacks before its first step
+    (train_toy.cpp: never again; train_add.cpp: also every nreset sequences of each n block, see
+    data.periodic_resets).
 
     A sequence is evaluated when the next one starts and the code restarts its counters at each n,
     so the last sequence of each n block is never scored: per_length - 1 (199) scored sequences per n.
