@@ -1,5 +1,6 @@
 """The code's online protocol (``stack_online.c``, the full tier): gradients, error clipping, resets, and the
-training loop of train_toy.cpp, against PyTorch references written from the equations (spec §3, §2.4)."""
+training loops of train_toy.cpp and train_add.cpp, against PyTorch references written from the equations
+(spec §3, §2.4)."""
 
 from __future__ import annotations
 
@@ -41,9 +42,13 @@ class ReferenceOnline:
     """train_toy.cpp's StackRNN (-mod 1) in PyTorch, one character at a time, written from StackRNN.h's
     structure: forward(cur) keeps (input, hidden, actions, previous stacks); empty_stacks() empties the
     *current* stacks and restarts the count; backward_update() back-propagates the current step's output
-    error through the last min(bptt, count) steps, clipping the error signals at ``sites``."""
+    error through the last min(bptt, count) steps, clipping the error signals at ``sites``.
 
-    def __init__(self, U, P, W, capacity, depth, n_actions, bptt, clip=15.0, sites=SITES):
+    The count is StackRNN.h's ``_count``: backward calls since the last emptyStacks(). ``count_steps``
+    counts forward steps instead, as stack_online.c does; the two agree when every step after a reset
+    makes an update (train_toy.cpp), not in train_add.cpp, which updates only after '='."""
+
+    def __init__(self, U, P, W, capacity, depth, n_actions, bptt, clip=15.0, sites=SITES, count_steps=False):
         self.U, self.P, self.W = (w.clone() for w in (U, P, W))
         self.V, self.H = self.U.shape
         self.S, self.K, self.A, self.D = self.P.shape[0] // depth, depth, n_actions, capacity
@@ -51,6 +56,7 @@ class ReferenceOnline:
         self.stacks = torch.full((self.S, capacity), EMPTY, dtype=torch.float64)
         self.history: list[tuple] = []
         self.count = 0
+        self.count_steps = count_steps
         self.grads = None
 
     def c(self, x, site):
@@ -72,12 +78,15 @@ class ReferenceOnline:
         new = a[:, :1] * down + a[:, 1:2] * up + (a[:, 2:3] * prev if A == 3 else 0)
         self.history.append((cur, h, a, prev))
         self.stacks = new
+        if self.count_steps:
+            self.count += 1
         self.probs = out[:V].softmax(-1)
 
     def backward_update(self, target, lr):
         V, S, A, K, H = self.V, self.S, self.A, self.K, self.H
         act_cols, push_cols = slice(V, V + S * A), slice(V + S * A, V + S * A + S)
-        self.count += 1
+        if not self.count_steps:
+            self.count += 1
         steps = min(self.bptt, self.count)
         dU, dP, dW = (torch.zeros_like(w) for w in (self.U, self.P, self.W))
         d_logit = self.probs.clone()
@@ -298,6 +307,62 @@ def test_online_training_equals_the_codes_loop_in_pytorch(task_name, noop, nrese
     assert (U - weights(c)[0]).abs().max() > 1e-3  # it did train
 
 
+def train_add_loop(ref, task, sequences, nreset, lr):
+    """train_add.cpp's epoch loop over ``sequences`` (symbol lists), as the code writes it: the same stack
+    resets as train_toy.cpp, but an update only where ``iseval``, i.e. from the step whose input is '=' to
+    the end of the sequence (the result digits and the '.')."""
+    ref.empty_stacks()
+    cur, nll, steps = task.first_input, 0.0, 0
+    equals = task.symbols.index("=")
+    for iseq, seq in enumerate(sequences):
+        if nreset > 0 and iseq % nreset == 0:
+            ref.empty_stacks()
+        iseval = False
+        for ip, nxt in enumerate(seq):
+            if cur == equals:
+                iseval = True
+            ref.forward(cur)
+            if ip == 0 and iseq == 0:
+                ref.empty_stacks()
+            if iseval:
+                nll += ref.backward_update(nxt, lr)
+                steps += 1
+            cur = nxt
+    return nll, steps
+
+
+def test_online_addition_equals_train_adds_loop_in_pytorch_but_its_truncation():
+    """Binary addition through the unchanged online kernel: data.py's epoch stream (train_nmin 0, resets
+    every 10 sequences) with its loss mask as the update mask equals train_add.cpp's loop (updates only
+    after '=') over the same sequences to 1e-10, once the reference truncates as the kernel does: each
+    error back through min(50, steps since the last reset) steps. StackRNN.h truncates at min(50, updates
+    since the last reset), fewer in the first sequences after a reset, and the weights then differ: the
+    ledger's online-add-bptt-count; if the kernel ever counts updates, this fails."""
+    task = get_task("addition")
+    c = core(vocab=task.vocab_size, hidden=6, stacks=3, capacity=70, noop=True, seed=9)
+    rng = np.random.default_rng(10)
+    ns = sample_ns(rng, 40, 0, 8)
+    stream = make_stream(task, ns, rng)
+    batch = stack_streams([stream], 10, supervised=True)
+    inputs, targets, update = batch["inputs"][0], batch["targets"][0], batch["loss_mask"][0] > 0
+    (U, P, W), _, _, nll, n = run_kernel(c, inputs, targets, batch["resets"][0], update, lr=0.1, bptt=50)
+    assert 0 < n < len(inputs) // 2
+    bounds = [*stream.starts.tolist(), len(stream.targets)]
+    sequences = [stream.targets[a:b].tolist() for a, b in zip(bounds, bounds[1:], strict=False)]
+    assert 0 in set(ns.tolist()) and max(len(s) for s in sequences) > 10
+    ref = ReferenceOnline(*weights(c), c.stack_size, c.depth, c.n_actions, bptt=50, count_steps=True)
+    ref_nll, ref_steps = train_add_loop(ref, task, sequences, nreset=10, lr=0.1)
+    assert n == ref_steps
+    assert nll == pytest.approx(ref_nll, rel=1e-12)
+    for got, want in zip((U, P, W), (ref.U, ref.P, ref.W), strict=True):
+        torch.testing.assert_close(got, want, **TIGHT)
+    assert (W - weights(c)[2]).abs().max() > 1e-3  # it did train
+    code = ReferenceOnline(*weights(c), c.stack_size, c.depth, c.n_actions, bptt=50)
+    code_nll, code_steps = train_add_loop(code, task, sequences, nreset=10, lr=0.1)
+    assert code_steps == n and abs(code_nll - nll) > 1e-6
+    assert (code.P - P).abs().max() > 1e-6
+
+
 # -----------------------------------------------------------------------------
 # 4. The module and the harness
 
@@ -350,6 +415,33 @@ def test_online_resume_equals_uninterrupted(tmp_path, harness_state):
     assert [e["val_entropy_soft"] for e in resumed["details"]["val_curve"]] == [
         e["val_entropy_soft"] for e in straight["details"]["val_curve"]
     ]
+
+
+def test_addition_full_config_trains_online_through_the_harness(tmp_path, harness_state):
+    """addition-full.yaml (train_add.cpp's protocol: online, nmin 0, the solved-entropy rule, test resets)
+    passes the online protocol's config checks and runs end to end, here at smoke sizes."""
+    spec = RunSpec(
+        "stack_rnn",
+        "addition",
+        "full",
+        seed=1,
+        overrides=[
+            "data.sequences_per_stream=30",
+            "data.validation_sequences=10",
+            "data.test_lengths=[2,3]",
+            "data.test_per_length=12",
+            "trainer.max_epochs=2",
+        ],
+        progress=False,
+        results_root=tmp_path,
+        runs_root=tmp_path,
+    )
+    record = run_seed(spec)
+    assert record["details"]["implementation"] == "online-sgd-kernel"
+    assert record["config"]["model"]["init_args"]["solved_entropy"] == 0.1
+    assert record["config"]["data"]["init_args"]["test_reset_every"] == 10
+    assert [e["epoch"] for e in record["details"]["val_curve"]] == [0, 1]
+    assert record["details"]["accuracy_by_n"]["n"] == [2, 3]
 
 
 def test_online_module_trains_exactly_the_kernel_on_the_epoch_stream():
