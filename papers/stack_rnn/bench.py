@@ -62,10 +62,10 @@ REFERENCE_CPP = {
     "load_average_1m": "7.6 before, 8.3 after (other jobs on the 2 cores: compare CPU time, not wall clock)",
     "earlier_run": "120 s of wall clock at load 1.3-2.7: 229,206 training characters (12 epochs) incl. "
     "validation, 1,910 characters per wall second",
-    "remeasured": "about 14:13-14:15 UTC by original_training (30,000 characters of its first epoch, n = 2, "
-    "three times) at load 4.0-4.2: 1,563.9, 1,709.0, 1,764.2; its time per character does not depend on n "
-    "(1,770 at n = 2 and 1,760 at n = 8..12, side by side). Kept above is the earlier, higher figure: the "
-    "ratio it gives is the conservative one",
+    "remeasured": "2026-12-07, three times by original_training (30,000 characters of its first epoch, "
+    "n = 2) at load 4.0-4.2: 1,563.9, 1,709.0, 1,764.2; its time per character does not depend on n (1,770 "
+    "at n = 2 and 1,760 at n = 8..12, side by side). Kept above is the earlier, higher figure: the ratio it "
+    "gives is the conservative one",
 }
 
 
