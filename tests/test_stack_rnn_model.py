@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -1384,6 +1385,7 @@ def test_bench_quick_reports_throughput_and_table2_wall_clock(tmp_path, monkeypa
     from papers.stack_rnn import bench
 
     monkeypatch.setattr(results, "RESULTS", tmp_path / "results")
+    monkeypatch.delenv(bench.ORIGINAL_ENV, raising=False)
     for seed, (start, end) in enumerate([("10:00:00", "10:05:00"), ("10:00:30", "10:06:00")], start=1):
         record = {
             "seed": seed,
@@ -1407,13 +1409,57 @@ def test_bench_quick_reports_throughput_and_table2_wall_clock(tmp_path, monkeypa
     assert table2["cells"]["stack_anbn"]["wall_time_s_per_seed"] == [300.0, 300.0]
     assert table2["cells"]["stack_anbn"]["reference_cpp_online_sgd_s"] == 480
     assert set(table2["cells"]) == {"stack_anbn"}
-    # The full tier's online SGD, against the original C++ measured on this machine (bench.REFERENCE_CPP).
+    # The full tier's online SGD, against the original C++: without STACK_RNN_ORIGINAL, the figure recorded
+    # on this machine (bench.REFERENCE_CPP), and the report says so.
     online = report["online"]
     assert online["implementation"] == "online-sgd-kernel" and online["characters_per_cpu_s"] > 0
+    assert online["original_cpp_characters_per_cpu_s"] == report["reference_cpp"]["characters_per_cpu_s"]
+    assert online["original_cpp_source"].startswith("REFERENCE_CPP")
     assert online["speedup_over_original_cpp"] == pytest.approx(
-        online["characters_per_cpu_s"] / report["reference_cpp"]["characters_per_cpu_s"], rel=1e-2
+        online["characters_per_cpu_s"] / online["original_cpp_characters_per_cpu_s"], rel=1e-2
     )
+    assert [set(run) for run in online["rounds"]] == [{"kernel"}]
     assert report["table2_full"] == {"cells": {}, "wall_clock_s": None}
+
+
+def test_bench_times_the_original_beside_the_kernel(tmp_path, monkeypatch):
+    """With STACK_RNN_ORIGINAL set, every round times the original train_toy after the kernel, on as many
+    characters: run with script_tasks.sh's flags and -nseq for that many characters, in a folder with the
+    data/ it saves into, and stopped where its validation starts. Here a stand-in prints what train_toy
+    prints and then waits to be stopped."""
+    from papers.stack_rnn import bench
+
+    seen = tmp_path / "seen"
+    original = tmp_path / "train_toy"
+    script = textwrap.dedent(
+        """\
+        import os, sys, time
+        with open(SEEN, "a") as seen:
+            seen.write(" ".join(sys.argv[1:]) + f" data={os.path.isdir('data')}\\n")
+        print("seed: 1", flush=True)
+        for it in range(0, 40, 4):
+            print(f"\\r [train] lr: 0.10000 it={it:7d} nmax:3 ", end="")
+        print("\\r [valid] lr: 0.10000 it=      0 nmax:20 ", end="", flush=True)
+        time.sleep(600)
+        """
+    )
+    original.write_text(f"#!{sys.executable}\n" + script.replace("SEEN", repr(str(seen))))
+    original.chmod(0o755)
+    monkeypatch.setenv(bench.ORIGINAL_ENV, str(original))
+    online = bench.online_throughput(characters=40, rounds=2)
+    flags = " ".join(bench.ORIGINAL_FLAGS)
+    assert seen.read_text().splitlines() == [f"{flags} -nseq 10 data=True"] * 2
+    assert [set(run) for run in online["rounds"]] == [{"kernel", "original_cpp", "speedup"}] * 2
+    for run in online["rounds"]:
+        # 10 sequences of 4 characters, the epoch's first character not trained, as the kernel's stream
+        assert run["original_cpp"]["characters"] == run["kernel"]["characters"] == 39
+        assert run["speedup"] == pytest.approx(
+            run["kernel"]["characters_per_cpu_s"] / run["original_cpp"]["characters_per_cpu_s"], rel=1e-2
+        )
+    assert online["original_cpp_source"].endswith(f"{bench.ORIGINAL_ENV}={original}")
+    assert online["speedup_over_original_cpp"] == pytest.approx(
+        online["characters_per_cpu_s"] / online["original_cpp_characters_per_cpu_s"], rel=1e-2
+    )
 
 
 def test_table2_cells_select_seeds_by_their_rule(tmp_path):
