@@ -45,8 +45,9 @@ class ReferenceOnline:
     error through the last min(bptt, count) steps, clipping the error signals at ``sites``.
 
     The count is StackRNN.h's ``_count``: backward calls since the last emptyStacks(). ``count_steps``
-    counts forward steps instead, as stack_online.c does; the two agree when every step after a reset
-    makes an update (train_toy.cpp), not in train_add.cpp, which updates only after '='."""
+    counts forward steps instead (what stack_online.c did before it counted updates); the two agree when
+    every step after a reset makes an update (train_toy.cpp), not in train_add.cpp, which updates only
+    after '='."""
 
     def __init__(self, U, P, W, capacity, depth, n_actions, bptt, clip=15.0, sites=SITES, count_steps=False):
         self.U, self.P, self.W = (w.clone() for w in (U, P, W))
@@ -174,14 +175,15 @@ def test_one_characters_gradient_is_autograd_through_the_truncated_unroll(
 ):
     c = core(vocab=3, hidden=7, stacks=3, capacity=capacity, noop=noop, seed=1)
     inputs, targets, resets = random_stream(length, 3, resets_at, seed=2)
-    update = torch.zeros(length, dtype=torch.bool)
-    update[-1] = True
+    # Every step updates (at lr 0 the weights stay put), as in train_toy.cpp: the count of updates since the
+    # reset, which sets the truncation, is then the count of steps; dU, dP, dW hold the last step's gradient.
+    update = torch.ones(length, dtype=torch.bool)
     _, grads, _, _, _ = run_kernel(c, inputs, targets, resets, update, lr=0.0, bptt=bptt)
     since_reset = length - max(resets_at)
     expected = autograd_last_step(c, inputs, targets, resets, min(bptt, since_reset))
     for got, want in zip(grads, expected, strict=True):
         torch.testing.assert_close(got, want, **TIGHT)
-    # The truncation is exactly min(bptt, steps since reset): one step less gives another gradient.
+    # The truncation is exactly min(bptt, updates since reset): one step less gives another gradient.
     shorter = (
         autograd_last_step(c, inputs, targets, resets, min(bptt, since_reset) - 1)
         if since_reset > 1
@@ -195,8 +197,7 @@ def test_a_reset_cuts_the_gradient_where_the_stacks_were_emptied():
     """Moving the reset one step changes the gradient: the kernel reads the reset step, it does not guess."""
     c = core(vocab=3, hidden=7, stacks=3, capacity=60, seed=3)
     inputs, targets, _ = random_stream(60, 3, [0], seed=4)
-    update = torch.zeros(60, dtype=torch.bool)
-    update[-1] = True
+    update = torch.ones(60, dtype=torch.bool)
     results = {}
     for at in (40, 41):
         resets = torch.zeros(60, dtype=torch.bool)
@@ -244,8 +245,7 @@ def test_error_signals_are_clipped_where_the_code_clips(clip):
     only for weights beyond these: equality covers them."""
     c = big_core()
     inputs, targets, resets = random_stream(30, 3, [0], seed=6)
-    update = torch.zeros(30, dtype=torch.bool)
-    update[-1] = True
+    update = torch.ones(30, dtype=torch.bool)  # as the reference: every step back-propagates, at lr 0
     _, grads, _, _, _ = run_kernel(c, inputs, targets, resets, update, lr=0.0, bptt=20, clip=clip)
     for got, want in zip(grads, reference_grads(c, inputs, targets, resets, SITES, clip), strict=True):
         torch.testing.assert_close(got, want, **TIGHT)
@@ -331,13 +331,12 @@ def train_add_loop(ref, task, sequences, nreset, lr):
     return nll, steps
 
 
-def test_online_addition_equals_train_adds_loop_in_pytorch_but_its_truncation():
-    """Binary addition through the unchanged online kernel: data.py's epoch stream (train_nmin 0, resets
-    every 10 sequences) with its loss mask as the update mask equals train_add.cpp's loop (updates only
-    after '=') over the same sequences to 1e-10, once the reference truncates as the kernel does: each
-    error back through min(50, steps since the last reset) steps. StackRNN.h truncates at min(50, updates
-    since the last reset), fewer in the first sequences after a reset, and the weights then differ: the
-    ledger's online-add-bptt-count; if the kernel ever counts updates, this fails."""
+def test_online_addition_equals_train_adds_loop_in_pytorch():
+    """Binary addition through the online kernel: data.py's epoch stream (train_nmin 0, resets every 10
+    sequences) with its loss mask as the update mask equals train_add.cpp's loop (updates only after '=')
+    over the same sequences to 1e-10, truncation included: each error goes back min(50, updates since the
+    last reset) steps, StackRNN.h's _count. Counting steps instead (the kernel's earlier rule, equal for
+    train_toy.cpp) reaches further back in the first sequences after a reset and gives other weights."""
     task = get_task("addition")
     c = core(vocab=task.vocab_size, hidden=6, stacks=3, capacity=70, noop=True, seed=9)
     rng = np.random.default_rng(10)
@@ -350,17 +349,16 @@ def test_online_addition_equals_train_adds_loop_in_pytorch_but_its_truncation():
     bounds = [*stream.starts.tolist(), len(stream.targets)]
     sequences = [stream.targets[a:b].tolist() for a, b in zip(bounds, bounds[1:], strict=False)]
     assert 0 in set(ns.tolist()) and max(len(s) for s in sequences) > 10
-    ref = ReferenceOnline(*weights(c), c.stack_size, c.depth, c.n_actions, bptt=50, count_steps=True)
-    ref_nll, ref_steps = train_add_loop(ref, task, sequences, nreset=10, lr=0.1)
-    assert n == ref_steps
-    assert nll == pytest.approx(ref_nll, rel=1e-12)
-    for got, want in zip((U, P, W), (ref.U, ref.P, ref.W), strict=True):
-        torch.testing.assert_close(got, want, **TIGHT)
-    assert (W - weights(c)[2]).abs().max() > 1e-3  # it did train
     code = ReferenceOnline(*weights(c), c.stack_size, c.depth, c.n_actions, bptt=50)
     code_nll, code_steps = train_add_loop(code, task, sequences, nreset=10, lr=0.1)
-    assert code_steps == n and abs(code_nll - nll) > 1e-6
-    assert (code.P - P).abs().max() > 1e-6
+    assert n == code_steps
+    assert nll == pytest.approx(code_nll, rel=1e-12)
+    for got, want in zip((U, P, W), (code.U, code.P, code.W), strict=True):
+        torch.testing.assert_close(got, want, **TIGHT)
+    assert (W - weights(c)[2]).abs().max() > 1e-3  # it did train
+    steps = ReferenceOnline(*weights(c), c.stack_size, c.depth, c.n_actions, bptt=50, count_steps=True)
+    steps_nll, _ = train_add_loop(steps, task, sequences, nreset=10, lr=0.1)
+    assert abs(steps_nll - nll) > 1e-6 and (steps.P - P).abs().max() > 1e-6
 
 
 # -----------------------------------------------------------------------------

@@ -31,9 +31,9 @@ SOURCE = Path(__file__).with_name("stack_kernel.c")
 # -fopenmp-simd: only the `omp simd` reductions of the backward pass may be vectorised (no threads, no
 # other reassociation); without it they run in source order.
 FLAGS = ["-O3", "-std=c99", "-shared", "-fPIC", "-fno-math-errno", "-fopenmp-simd"]
-# The online protocol (stack_online.c, float64 only) is built for this machine's CPU (wider vectors and
-# fused multiply-adds: about twice as fast); its cache name includes the CPU's model and feature flags, so a
-# cache folder shared between machines never loads a library built for another CPU.
+# The online protocol (stack_online.c, float64 only) is built for this machine's CPU (its vector types take
+# the widest the CPU has; -std=c99 keeps multiply-adds unfused); its cache name includes the CPU's model and
+# feature flags, so a cache folder shared between machines never loads a library built for another CPU.
 ONLINE_SOURCE = Path(__file__).with_name("stack_online.c")
 ONLINE_FLAGS = [*FLAGS, "-march=native"]
 SUFFIX = {torch.float64: "f64", torch.float32: "f32"}

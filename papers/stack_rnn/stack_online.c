@@ -4,7 +4,8 @@
  *
  * Step t runs the forward equations of stack_kernel.c. Then, if update[t], only step t's output error
  * (d loss / d logits = softmax - onehot(target), natural log) is injected and back-propagated through the
- * last d = min(L, steps since the last stack reset) steps, t-d+1 .. t. With -mod 1 the error moves back in
+ * last d = min(L, updates since the last stack reset) steps, t-d+1 .. t (StackRNN.h's _count counts
+ * backward() calls: every step in train_toy.cpp, only the steps after '=' in train_add.cpp). With -mod 1 the error moves back in
  * time only through the stacks: at every earlier step the hidden error starts at zero and collects what the
  * push values and actions of that step send it. Error signals (not parameter gradients) are clipped
  * element-wise to [-clip, clip] where the code clips them:
@@ -169,7 +170,6 @@ int stack_online_f64(int64_t T, int64_t V, int64_t H, int64_t S, int64_t K, int6
                 for (int64_t i = 0; i < S * D; i++) stk[i] = EMPTY;
                 since_reset = 0;
             }
-            since_reset++;
             /* ---- forward ---- */
             double *hid = seen_h + slot * HP, *act = seen_a + slot * S * A, *prev = seen_prev + slot * S * RS;
             double *top_cells = seen_top + slot * SKP;
@@ -213,6 +213,7 @@ int stack_online_f64(int64_t T, int64_t V, int64_t H, int64_t S, int64_t K, int6
             stk = other;
             other = swap;
             if (!update[t]) continue;
+            since_reset++; /* StackRNN.h's _count: backward() calls since the reset, not steps */
             /* d loss / d logits = softmax - onehot(target) */
             double top_logit = out[0], total = 0;
             for (int64_t v = 1; v < V; v++) top_logit = out[v] > top_logit ? out[v] : top_logit;
