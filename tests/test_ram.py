@@ -462,6 +462,26 @@ def test_calibration_cell_clips_scores_its_curve_and_stops_at_its_time_limit(mon
     assert stopped["steps_done"] == 0 and stopped["curve"] == {}  # already past its time limit: no step
 
 
+@needs_data
+def test_calibration_cell_on_the_annealed_schedule_is_judged_after_its_last_epoch(monkeypatch):
+    from papers.ram import sweep
+
+    rates = []
+    original = torch.optim.SGD.step
+
+    def step(optimizer, *args, **kwargs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        return original(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    cell = {"task": "mnist", "optimizer": "sgd", "batch_size": 20, "lr": 0.004, "sigma": 0.22}
+    row = sweep.run_cell({**cell, "detach": False, "steps": 0, "epochs": 4, "limit": 40, "seed": 1})
+    # 40 digits = 2 steps an epoch; epoch e trains at lr * (1 - e / 4), as the full tier's schedule over 200.
+    assert rates == pytest.approx([0.004, 0.004, 0.003, 0.003, 0.002, 0.002, 0.001, 0.001])
+    assert row["steps_done"] == 8 and sorted(row["curve"]) == [1, 2, 3, 4]
+    assert row["val_error"] == row["curve"][4]
+
+
 def test_bench_times_both_paths_side_by_side(one_thread):
     from papers.ram import bench
 

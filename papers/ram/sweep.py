@@ -4,7 +4,11 @@ policy's σ and whether REINFORCE also trains the core, for a task's optimiser a
 Each cell trains a fresh RAM for ``--steps`` steps (or ``--seconds``, whichever ends first) at its
 constant initial rate (the start of the linearly annealed schedule), optionally with the gradient's global
 norm clipped, then scores the deterministic error on the whole fixed validation set; ``--eval-every`` also
-scores it along the way (the cell's curve). A loss that turns NaN or inf scores 100%. Cells run in parallel
+scores it along the way (the cell's curve). With ``--epochs E`` a cell instead runs the full tier's schedule
+in miniature: E epochs, epoch e at lr · (1 − e/E) as ``configure_optimizers`` anneals it over 200, scored on
+validation after every epoch; what it is judged on is the error after the last epoch, where the rate has
+reached its end (the issue with the constant-rate cells: they rank how fast a cell leaves chance, not where
+it ends). A loss that turns NaN or inf scores 100%. Cells run in parallel
 worker processes, one thread each. The JSON lists every cell, best first, with the hardware; the chosen cell
 goes into the task's configs by hand, with the file cited.
 
@@ -38,7 +42,9 @@ def run_cell(cell: dict) -> dict:
 
     torch.set_num_threads(1)
     canvas, distractors, glimpses, size, scales = TASKS[cell["task"]]
-    data = ClutteredMNIST(canvas, distractors, batch_size=cell["batch_size"], seed=cell["seed"])
+    data = ClutteredMNIST(
+        canvas, distractors, batch_size=cell["batch_size"], limit=cell.get("limit"), seed=cell["seed"]
+    )
     data.setup()
     torch.manual_seed(cell["seed"])
     module = RAMModule(
@@ -54,11 +60,18 @@ def run_cell(cell: dict) -> dict:
         optimizer = torch.optim.SGD(module.parameters(), lr=cell["lr"], momentum=0.9)
     start, steps, epoch, finite, curve = time.perf_counter(), 0, 0, True, {}
     deadline = start + (cell.get("time_limit") or math.inf)
+    epochs = cell.get("epochs")
+    if epochs:
+        per_epoch = math.ceil(len(data.splits["train"][1]) / cell["batch_size"])
+        cell = {**cell, "steps": epochs * per_epoch}
 
     def done() -> bool:
         return steps >= cell["steps"] or time.perf_counter() >= deadline
 
     while not done() and finite:
+        if epochs:
+            for group in optimizer.param_groups:
+                group["lr"] = cell["lr"] * (1 - epoch / epochs)
         for batch in data.training_batches(epoch):
             rollout = module.rollout(batch["images"], batch["start"], sample=True)
             loss = module.hybrid_loss(rollout, batch["labels"])["loss"]
@@ -76,11 +89,13 @@ def run_cell(cell: dict) -> dict:
             if done():
                 break
         epoch += 1
+        if epochs and finite:
+            curve[epoch] = validation_error(module, data)
     return {
         **cell,
         "steps_done": steps,
         "finite": finite,
-        "val_error": validation_error(module, data) if finite else 100.0,
+        "val_error": (curve[epoch] if epochs else validation_error(module, data)) if finite else 100.0,
         "curve": curve,
         "seconds": round(time.perf_counter() - start, 1),
     }
@@ -107,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detach", choices=("yes", "no", "both"), default="both")
     parser.add_argument("--clip", type=float, nargs="+", default=[0.0], help="gradient norm limits; 0: none")
     parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument(
+        "--epochs", type=int, default=0, help="run E epochs on the linear schedule to 0 instead of --steps"
+    )
     parser.add_argument("--seconds", type=float, default=None, help="stop each cell after this long")
     parser.add_argument(
         "--eval-every", type=int, default=0, help="score validation every N steps (0: at the end)"
@@ -126,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             "detach": d,
             "clip": clip,
             "steps": args.steps,
+            "epochs": args.epochs,
             "time_limit": args.seconds,
             "eval_every": args.eval_every,
             "seed": seed,
@@ -135,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "paper": "ram",
         "what": "calibration of lr, sigma and locator_detach_core: deterministic validation error after "
-        f"{args.steps} steps (or {args.seconds} s, whichever ends first) at the constant initial rate",
+        + (
+            f"{args.epochs} epochs, the rate annealed linearly to 0 over them (the full tier's schedule)"
+            if args.epochs
+            else f"{args.steps} steps (or {args.seconds} s, whichever ends first) at the constant initial lr"
+        ),
         "hardware": results.hardware(),
         "packages": results.package_versions(),
         "git": results.git_state(),
