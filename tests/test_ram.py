@@ -375,6 +375,63 @@ def test_overfits_one_batch(one_thread):
     assert (logits.argmax(-1) == labels).all()
 
 
+def fit_and_read_log(module, root, log_every: int, per_step: bool = False) -> list[dict]:
+    """Two epochs of 5 batches of 20 (smoke-sized: 100 digits) through a real lightning.Trainer with a
+    CSV logger, SGD and the linear decay; ``per_step``: the per-step logging of 06ae4b4 (the bench's
+    switch). Returns the CSV's training rows."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    module.log_every_step = per_step
+    L.seed_everything(1, verbose=False)
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=CSVLogger(root, name="csv", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=log_every,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        accelerator="cpu",
+    )
+    trainer.fit(module, datamodule=ClutteredMNIST(batch_size=20, limit=100))
+    with (root / "csv" / "metrics.csv").open() as file:
+        return [row for row in csv.DictReader(file) if row.get("train/loss", row.get("train/ce"))]
+
+
+@needs_data
+@pytest.mark.parametrize("model", ["ram", "fc"])
+def test_windowed_logging_trains_the_same_weights_and_logs_the_windows_mean(model, tmp_path, one_thread):
+    """Through a real Trainer: the weights after 10 steps are those of 06ae4b4's per-step logging bit for
+    bit, and the loggers get each window's mean at the steps Lightning writes (every 3rd optimizer step:
+    steps 2, 5 and 8, counted from 0), the window restarting with each epoch (steps 5-9 are epoch 1)."""
+
+    def make():
+        torch.manual_seed(0)
+        if model == "ram":
+            return RAMModule(glimpses=3, location_std=0.22, lr=0.01)
+        return BaselineModule("fc", lr=0.01)
+
+    key = "train/loss" if model == "ram" else "train/ce"
+    old, new, every_step = make(), make(), make()
+    old_rows = fit_and_read_log(old, tmp_path / "old", log_every=3, per_step=True)
+    new_rows = fit_and_read_log(new, tmp_path / "new", log_every=3)
+    step_rows = fit_and_read_log(every_step, tmp_path / "step", log_every=1, per_step=True)
+    for other in (new, every_step):
+        for (name, a), b in zip(old.state_dict().items(), other.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+    assert [int(r["step"]) for r in new_rows] == [int(r["step"]) for r in old_rows] == [2, 5, 8]
+    assert set(new_rows[0]) == set(old_rows[0])  # the same columns
+    per_step = [float(r[key]) for r in step_rows]  # each step's value, steps 0-9
+    assert len(per_step) == 10
+    for row, window in zip(new_rows, ([0, 1, 2], [5], [6, 7, 8]), strict=True):
+        assert float(row[key]) == pytest.approx(np.mean([per_step[i] for i in window]), rel=1e-6)
+    for row in old_rows:  # the old logging wrote the step's own value
+        assert float(row[key]) == per_step[int(row["step"])]
+
+
 # --------------------------------------------------------------------------------------------------
 # Harness runs
 
