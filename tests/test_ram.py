@@ -543,13 +543,14 @@ def test_bench_times_both_paths_side_by_side(one_thread):
 @needs_data
 def test_bench_times_both_training_loops_side_by_side(one_thread, harness_state):
     """The Lightning-loop benchmark: both paths (the old one with the reference path and per-step logging)
-    train through repro.train's trainer on the same batches and end with the same weights bit for bit."""
+    train through repro.train's trainer on the same batches, and the new path's steps without Lightning
+    beside them; all end with the same weights bit for bit."""
     from papers.ram import bench
 
     torch.manual_seed(0)
     module = RAMModule(glimpses=3, location_std=0.22, lr=0.001)
     data = ClutteredMNIST(batch_size=4, limit=40)
     run = bench.loop_side_by_side(module, data, turns=2, steps=3, warmup=1, log_every=2)
-    for path in ("old", "new"):
+    for path in ("old", "new", "step", "step_and_canvases"):
         assert run[path]["steps"] == 6 and run[path]["images"] == 24 and run[path]["images_per_s"] > 0
     assert run["same_weights"] is True and run["speedup"] > 0

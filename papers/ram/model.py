@@ -359,7 +359,7 @@ class RAMModule(ImageClassifier):
 
         Two paths, equal bit for bit (values and every parameter's gradient; tests/test_ram.py): ``reference``
         runs the equations module by module under autograd; the default runs them as one autograd Function
-        with a hand-written backward (``_FastRollout``), ~2x the images per second at batch 20
+        with a hand-written backward (``_FastRollout``), ~1.5x the images per second at batch 20
         (``repro bench ram``). Images or locations that need a gradient take the reference path."""
         if not reference and not images.requires_grad and not start.requires_grad:
             return _FastRollout.run(self, images, start, sample, generator)
