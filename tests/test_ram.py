@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from papers.ram.data import ClutteredMNIST, generate
+from papers.ram.data import ClutteredMNIST, add_patches, generate
 from papers.ram.model import BaselineModule, GlimpseSensor, RAMModule, gaussian_log_prob
 from repro import config as config_lib
 from repro.config import ConfigError
@@ -99,6 +99,14 @@ def test_without_clutter_the_canvas_is_the_digit_at_a_uniform_corner():
     assert corners.min() == 0 and corners.max() == 60 - 28  # the placement range {0..W-28}, both ends
     plain, at = generate(digits, np.arange(5), 28, 0, rng)
     assert np.array_equal(plain, digits) and not at.any()  # 28x28 MNIST is the digit itself
+    # ... returned without the adds: the canvases, dtype and random stream of the general rule.
+    targets, rng, general_rng = rng.integers(0, 5, 50), np.random.default_rng(2), np.random.default_rng(2)
+    corner = general_rng.integers(0, 1, (50, 2))
+    general = np.zeros((50, 28, 28), dtype=np.int16)
+    add_patches(general, digits[targets].astype(np.int16), corner[:, 0], corner[:, 1])
+    plain, at = generate(digits, targets, 28, 0, rng)
+    assert plain.dtype == np.uint8 and np.array_equal(plain, general) and np.array_equal(at, corner)
+    assert rng.random() == general_rng.random()
 
 
 def test_clutter_is_added_8x8_crops_then_clipped_and_the_digit_added_on_top():
