@@ -383,18 +383,24 @@ def test_overfits_one_batch(one_thread):
     assert (logits.argmax(-1) == labels).all()
 
 
-def fit_and_read_log(module, root, log_every: int, per_step: bool = False) -> list[dict]:
+def fit_and_read_log(module, root, log_every: int, per_step: bool = False, stop_at=None) -> list[dict]:
     """Two epochs of 5 batches of 20 (smoke-sized: 100 digits) through a real lightning.Trainer with a
     CSV logger, SGD and the linear decay; ``per_step``: the per-step logging of 06ae4b4 (the bench's
-    switch). Returns the CSV's training rows."""
+    switch); ``stop_at``: a callback asks the trainer to stop after that batch of the first epoch. Returns
+    the CSV's training rows."""
     import csv
 
     from lightning.pytorch.loggers import CSVLogger
+
+    class Stop(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            trainer.should_stop = trainer.should_stop or batch_idx == stop_at
 
     module.log_every_step = per_step
     L.seed_everything(1, verbose=False)
     trainer = L.Trainer(
         max_epochs=2,
+        callbacks=[Stop()],
         logger=CSVLogger(root, name="csv", version=""),
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -438,6 +444,23 @@ def test_windowed_logging_trains_the_same_weights_and_logs_the_windows_mean(mode
         assert float(row[key]) == pytest.approx(np.mean([per_step[i] for i in window]), rel=1e-6)
     for row in old_rows:  # the old logging wrote the step's own value
         assert float(row[key]) == per_step[int(row["step"])]
+
+
+@needs_data
+def test_windowed_logging_logs_the_window_when_the_trainer_stops(tmp_path, one_thread):
+    """A stop asked after step 3 (a callback's should_stop): Lightning writes that step's row too, and it
+    holds the window since the log point at step 2 (step 3 alone), as the per-step logging's did, not the
+    log point's values again."""
+
+    def make():
+        torch.manual_seed(0)
+        return RAMModule(glimpses=3, location_std=0.22, lr=0.01)
+
+    old_rows = fit_and_read_log(make(), tmp_path / "old", log_every=3, per_step=True, stop_at=3)
+    new_rows = fit_and_read_log(make(), tmp_path / "new", log_every=3, stop_at=3)
+    assert [int(r["step"]) for r in new_rows] == [int(r["step"]) for r in old_rows] == [2, 3]
+    for key in ("train/loss", "train/ce", "train/reinforce", "train/baseline", "train/reward"):
+        assert float(new_rows[1][key]) == float(old_rows[1][key]), key
 
 
 # --------------------------------------------------------------------------------------------------

@@ -86,6 +86,7 @@ class ImageClassifier(L.LightningModule):
         self.best = BestWeights("val/error", mode="min")
         self._window: torch.Tensor | None = None  # log_training's sums since its last log point
         self._window_steps = 0
+        self._window_names: tuple = ()  # the values' names, the batch size and the progress bar's name
 
     def configure_callbacks(self):
         return [self.best]
@@ -115,30 +116,39 @@ class ImageClassifier(L.LightningModule):
         Lightning's loggers write a step's values only every ``trainer.log_every_n_steps`` steps, but each
         ``self.log`` call costs Lightning's per-value bookkeeping on every step, which at RAM's batch of 20 is
         a large part of a step (``repro bench ram`` times the two side by side). So the values are
-        summed, detached and on their device (no sync), and logged once at each step the loggers write:
-        **the mean over the steps since the previous log point** (or since the epoch's start, so that a run
-        resumed from an epoch's checkpoint logs what an uninterrupted one does), where the code up to 06ae4b4
-        logged that one step's values. The weights do not depend on it (tests/test_ram.py)."""
-        size = batch_size
+        summed, detached and on their device (no sync), and ``on_train_batch_end`` logs them once at each
+        step the loggers write: **the mean over the steps since the previous log point** (or since the
+        epoch's start, so that a run resumed from an epoch's checkpoint logs what an uninterrupted one does),
+        where the code up to 06ae4b4 logged that one step's values. The weights do not depend on it
+        (tests/test_ram.py)."""
         if self.log_every_step:  # the bench's old loop: one call per value and step, as 06ae4b4
-            rest = {f"train/{k}": v for k, v in values.items() if k != prog_bar}
-            if rest:
-                self.log_dict(rest, batch_size=size)
-            self.log(f"train/{prog_bar}", values[prog_bar], prog_bar=True, batch_size=size)
+            self._log_values(values, batch_size, prog_bar)
             return
         stacked = torch.stack([v.detach() for v in values.values()])
-        self._window = stacked if self._window is None else self._window.add_(stacked)
-        self._window_steps += 1
-        every = self._trainer.log_every_n_steps if self._trainer is not None else 1
-        # Lightning's own test (its logger connector's should_update_logs): the loggers write at the step
-        # whose count of optimizer steps, this one included, is a multiple of log_every_n_steps.
-        if every and (self.global_step + 1) % every == 0:
-            means = dict(zip(values, self._window / self._window_steps, strict=True))
-            rest = {f"train/{k}": v for k, v in means.items() if k != prog_bar}
-            if rest:
-                self.log_dict(rest, batch_size=size)
-            self.log(f"train/{prog_bar}", means[prog_bar], prog_bar=True, batch_size=size)
-            self._window, self._window_steps = None, 0
+        if self._window is None:
+            self._window, self._window_steps = stacked, 1
+            self._window_names = (tuple(values), batch_size, prog_bar)
+        else:
+            self._window.add_(stacked)
+            self._window_steps += 1
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        # Lightning's loggers write this step's values when its logger connector's should_update_logs holds:
+        # the count of optimizer steps (this one's made) is a multiple of log_every_n_steps, or the trainer
+        # is to stop (the callbacks' on_train_batch_end, which may ask it, ran before this one).
+        every = self.trainer.log_every_n_steps
+        if self._window is None or not every or (self.global_step % every and not self.trainer.should_stop):
+            return
+        names, batch_size, prog_bar = self._window_names
+        means = dict(zip(names, self._window / self._window_steps, strict=True))
+        self._log_values(means, batch_size, prog_bar)
+        self._window, self._window_steps = None, 0
+
+    def _log_values(self, values: dict[str, torch.Tensor], batch_size: int, prog_bar: str) -> None:
+        rest = {f"train/{k}": v for k, v in values.items() if k != prog_bar}
+        if rest:
+            self.log_dict(rest, batch_size=batch_size)
+        self.log(f"train/{prog_bar}", values[prog_bar], prog_bar=True, batch_size=batch_size)
 
     def error_percent(self) -> float:
         value = 100 * float(self.errors.compute() / self.seen.compute())
