@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from papers.ram.data import ClutteredMNIST, generate
+from papers.ram.data import ClutteredMNIST, add_patches, generate
 from papers.ram.model import BaselineModule, GlimpseSensor, RAMModule, gaussian_log_prob
 from repro import config as config_lib
 from repro.config import ConfigError
@@ -99,6 +99,14 @@ def test_without_clutter_the_canvas_is_the_digit_at_a_uniform_corner():
     assert corners.min() == 0 and corners.max() == 60 - 28  # the placement range {0..W-28}, both ends
     plain, at = generate(digits, np.arange(5), 28, 0, rng)
     assert np.array_equal(plain, digits) and not at.any()  # 28x28 MNIST is the digit itself
+    # ... returned without the adds: the canvases, dtype and random stream of the general rule.
+    targets, rng, general_rng = rng.integers(0, 5, 50), np.random.default_rng(2), np.random.default_rng(2)
+    corner = general_rng.integers(0, 1, (50, 2))
+    general = np.zeros((50, 28, 28), dtype=np.int16)
+    add_patches(general, digits[targets].astype(np.int16), corner[:, 0], corner[:, 1])
+    plain, at = generate(digits, targets, 28, 0, rng)
+    assert plain.dtype == np.uint8 and np.array_equal(plain, general) and np.array_equal(at, corner)
+    assert rng.random() == general_rng.random()
 
 
 def test_clutter_is_added_8x8_crops_then_clipped_and_the_digit_added_on_top():
@@ -375,6 +383,86 @@ def test_overfits_one_batch(one_thread):
     assert (logits.argmax(-1) == labels).all()
 
 
+def fit_and_read_log(module, root, log_every: int, per_step: bool = False, stop_at=None) -> list[dict]:
+    """Two epochs of 5 batches of 20 (smoke-sized: 100 digits) through a real lightning.Trainer with a
+    CSV logger, SGD and the linear decay; ``per_step``: the per-step logging of 06ae4b4 (the bench's
+    switch); ``stop_at``: a callback asks the trainer to stop after that batch of the first epoch. Returns
+    the CSV's training rows."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    class Stop(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            trainer.should_stop = trainer.should_stop or batch_idx == stop_at
+
+    module.log_every_step = per_step
+    L.seed_everything(1, verbose=False)
+    trainer = L.Trainer(
+        max_epochs=2,
+        callbacks=[Stop()],
+        logger=CSVLogger(root, name="csv", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=log_every,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        accelerator="cpu",
+    )
+    trainer.fit(module, datamodule=ClutteredMNIST(batch_size=20, limit=100))
+    with (root / "csv" / "metrics.csv").open() as file:
+        return [row for row in csv.DictReader(file) if row.get("train/loss", row.get("train/ce"))]
+
+
+@needs_data
+@pytest.mark.parametrize("model", ["ram", "fc"])
+def test_windowed_logging_trains_the_same_weights_and_logs_the_windows_mean(model, tmp_path, one_thread):
+    """Through a real Trainer: the weights after 10 steps are those of 06ae4b4's per-step logging bit for
+    bit, and the loggers get each window's mean at the steps Lightning writes (every 3rd optimizer step:
+    steps 2, 5 and 8, counted from 0), the window restarting with each epoch (steps 5-9 are epoch 1)."""
+
+    def make():
+        torch.manual_seed(0)
+        if model == "ram":
+            return RAMModule(glimpses=3, location_std=0.22, lr=0.01)
+        return BaselineModule("fc", lr=0.01)
+
+    key = "train/loss" if model == "ram" else "train/ce"
+    old, new, every_step = make(), make(), make()
+    old_rows = fit_and_read_log(old, tmp_path / "old", log_every=3, per_step=True)
+    new_rows = fit_and_read_log(new, tmp_path / "new", log_every=3)
+    step_rows = fit_and_read_log(every_step, tmp_path / "step", log_every=1, per_step=True)
+    for other in (new, every_step):
+        for (name, a), b in zip(old.state_dict().items(), other.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+    assert [int(r["step"]) for r in new_rows] == [int(r["step"]) for r in old_rows] == [2, 5, 8]
+    assert set(new_rows[0]) == set(old_rows[0])  # the same columns
+    per_step = [float(r[key]) for r in step_rows]  # each step's value, steps 0-9
+    assert len(per_step) == 10
+    for row, window in zip(new_rows, ([0, 1, 2], [5], [6, 7, 8]), strict=True):
+        assert float(row[key]) == pytest.approx(np.mean([per_step[i] for i in window]), rel=1e-6)
+    for row in old_rows:  # the old logging wrote the step's own value
+        assert float(row[key]) == per_step[int(row["step"])]
+
+
+@needs_data
+def test_windowed_logging_logs_the_window_when_the_trainer_stops(tmp_path, one_thread):
+    """A stop asked after step 3 (a callback's should_stop): Lightning writes that step's row too, and it
+    holds the window since the log point at step 2 (step 3 alone), as the per-step logging's did, not the
+    log point's values again."""
+
+    def make():
+        torch.manual_seed(0)
+        return RAMModule(glimpses=3, location_std=0.22, lr=0.01)
+
+    old_rows = fit_and_read_log(make(), tmp_path / "old", log_every=3, per_step=True, stop_at=3)
+    new_rows = fit_and_read_log(make(), tmp_path / "new", log_every=3, stop_at=3)
+    assert [int(r["step"]) for r in new_rows] == [int(r["step"]) for r in old_rows] == [2, 3]
+    for key in ("train/loss", "train/ce", "train/reinforce", "train/baseline", "train/reward"):
+        assert float(new_rows[1][key]) == float(old_rows[1][key]), key
+
+
 # --------------------------------------------------------------------------------------------------
 # Harness runs
 
@@ -501,3 +589,19 @@ def test_bench_times_both_paths_side_by_side(one_thread):
     reference, fast, half = run["reference"]["seconds"], run["fast"]["seconds"], 5e-4
     lowest, highest = (reference - half) / (fast + half), (reference + half) / (fast - half)
     assert lowest - half <= run["speedup"] <= highest + half
+
+
+@needs_data
+def test_bench_times_both_training_loops_side_by_side(one_thread, harness_state):
+    """The Lightning-loop benchmark: both paths (the old one with the reference path and per-step logging)
+    train through repro.train's trainer on the same batches, and the new path's steps without Lightning
+    beside them; all end with the same weights bit for bit."""
+    from papers.ram import bench
+
+    torch.manual_seed(0)
+    module = RAMModule(glimpses=3, location_std=0.22, lr=0.001)
+    data = ClutteredMNIST(batch_size=4, limit=40)
+    run = bench.loop_side_by_side(module, data, turns=2, steps=3, warmup=1, log_every=2)
+    for path in ("old", "new", "step", "step_and_canvases"):
+        assert run[path]["steps"] == 6 and run[path]["images"] == 24 and run[path]["images_per_s"] > 0
+    assert run["same_weights"] is True and run["speedup"] > 0

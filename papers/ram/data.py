@@ -61,6 +61,11 @@ def generate(
         add_patches(out, pieces.astype(np.int16), *rng.integers(0, canvas - CROP + 1, (2, n)))
     np.minimum(out, 255, out=out)
     corner = rng.integers(0, canvas - DIGIT + 1, (n, 2))
+    if canvas == DIGIT and not distractors:
+        # 28x28 MNIST: the canvas is the digit (corner 0, nothing to add it to, nothing to clip); the same
+        # canvases and random draws as the adds below, in a tenth of the time (a visible part of a step at
+        # batch 20).
+        return digits[targets], corner
     add_patches(out, digits[targets].astype(np.int16), corner[:, 0], corner[:, 1])
     np.minimum(out, 255, out=out)
     return out.astype(np.uint8), corner

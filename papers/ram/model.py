@@ -63,6 +63,11 @@ class ImageClassifier(L.LightningModule):
         momentum: SGD momentum (ignored by Adam).
     """
 
+    # The bench's switch (papers/ram/bench.py), never a config's: log every training step's values with one
+    # self.log call each, as the code did up to 06ae4b4, so that ``repro bench ram`` can time that loop
+    # beside this one. Training logs through ``log_training``'s window.
+    log_every_step = False
+
     def __init__(
         self,
         optimizer: str = "sgd",
@@ -79,6 +84,9 @@ class ImageClassifier(L.LightningModule):
         self.errors = SumMetric()
         self.seen = SumMetric()
         self.best = BestWeights("val/error", mode="min")
+        self._window: torch.Tensor | None = None  # log_training's sums since its last log point
+        self._window_steps = 0
+        self._window_names: tuple = ()  # the values' names, the batch size and the progress bar's name
 
     def configure_callbacks(self):
         return [self.best]
@@ -97,6 +105,50 @@ class ImageClassifier(L.LightningModule):
         # Epoch e trains at lr * (1 - e / epochs): the last epoch at lr / epochs, then 0.
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(0.0, 1 - e / epochs))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+    def on_train_epoch_start(self):
+        self._window, self._window_steps = None, 0
+
+    def log_training(self, values: dict[str, torch.Tensor], batch_size: int, prog_bar: str) -> None:
+        """Log the training step's ``values`` (scalar tensors) as ``train/<name>``, ``prog_bar`` on the
+        progress bar too.
+
+        Lightning's loggers write a step's values only every ``trainer.log_every_n_steps`` steps, but each
+        ``self.log`` call costs Lightning's per-value bookkeeping on every step, which at RAM's batch of 20 is
+        a large part of a step (``repro bench ram`` times the two side by side). So the values are
+        summed, detached and on their device (no sync), and ``on_train_batch_end`` logs them once at each
+        step the loggers write: **the mean over the steps since the previous log point** (or since the
+        epoch's start, so that a run resumed from an epoch's checkpoint logs what an uninterrupted one does),
+        where the code up to 06ae4b4 logged that one step's values. The weights do not depend on it
+        (tests/test_ram.py)."""
+        if self.log_every_step:  # the bench's old loop: one call per value and step, as 06ae4b4
+            self._log_values(values, batch_size, prog_bar)
+            return
+        stacked = torch.stack([v.detach() for v in values.values()])
+        if self._window is None:
+            self._window, self._window_steps = stacked, 1
+            self._window_names = (tuple(values), batch_size, prog_bar)
+        else:
+            self._window.add_(stacked)
+            self._window_steps += 1
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        # Lightning's loggers write this step's values when its logger connector's should_update_logs holds:
+        # the count of optimizer steps (this one's made) is a multiple of log_every_n_steps, or the trainer
+        # is to stop (the callbacks' on_train_batch_end, which may ask it, ran before this one).
+        every = self.trainer.log_every_n_steps
+        if self._window is None or not every or (self.global_step % every and not self.trainer.should_stop):
+            return
+        names, batch_size, prog_bar = self._window_names
+        means = dict(zip(names, self._window / self._window_steps, strict=True))
+        self._log_values(means, batch_size, prog_bar)
+        self._window, self._window_steps = None, 0
+
+    def _log_values(self, values: dict[str, torch.Tensor], batch_size: int, prog_bar: str) -> None:
+        rest = {f"train/{k}": v for k, v in values.items() if k != prog_bar}
+        if rest:
+            self.log_dict(rest, batch_size=batch_size)
+        self.log(f"train/{prog_bar}", values[prog_bar], prog_bar=True, batch_size=batch_size)
 
     def error_percent(self) -> float:
         value = 100 * float(self.errors.compute() / self.seen.compute())
@@ -317,7 +369,7 @@ class RAMModule(ImageClassifier):
 
         Two paths, equal bit for bit (values and every parameter's gradient; tests/test_ram.py): ``reference``
         runs the equations module by module under autograd; the default runs them as one autograd Function
-        with a hand-written backward (``_FastRollout``), ~2x the images per second at batch 20
+        with a hand-written backward (``_FastRollout``), ~1.5x the images per second at batch 20
         (``repro bench ram``). Images or locations that need a gradient take the reference path."""
         if not reference and not images.requires_grad and not start.requires_grad:
             return _FastRollout.run(self, images, start, sample, generator)
@@ -376,6 +428,7 @@ class RAMModule(ImageClassifier):
         return parts
 
     def on_train_epoch_start(self):
+        super().on_train_epoch_start()
         key = [self.hparams.seed, self.current_epoch, self.global_rank]
         seed = int(np.random.SeedSequence(key).generate_state(1)[0])
         self.exploration = torch.Generator(device=self.device).manual_seed(seed)
@@ -383,9 +436,7 @@ class RAMModule(ImageClassifier):
     def training_step(self, batch, batch_idx):
         rollout = self.rollout(batch["images"], batch["start"], sample=True, generator=self.exploration)
         parts = self.hybrid_loss(rollout, batch["labels"])
-        size = len(batch["labels"])
-        self.log_dict({f"train/{k}": v for k, v in parts.items() if k != "reward"}, batch_size=size)
-        self.log("train/reward", parts["reward"], prog_bar=True, batch_size=size)
+        self.log_training(parts, len(batch["labels"]), prog_bar="reward")
         return parts["loss"]
 
     def classify(self, batch) -> torch.Tensor:
@@ -789,5 +840,5 @@ class BaselineModule(ImageClassifier):
 
     def training_step(self, batch, batch_idx):
         loss = F.cross_entropy(self.classify(batch), batch["labels"])
-        self.log("train/ce", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        self.log_training({"ce": loss}, len(batch["labels"]), prog_bar="ce")
         return loss
