@@ -84,6 +84,16 @@ class Before(RAMModule):
         return configured
 
 
+def rates(total: dict) -> dict:
+    """A path's totals as the JSON reports them."""
+    return {
+        "steps": total["steps"],
+        "images": total["images"],
+        "seconds": round(total["seconds"], 3),
+        "images_per_s": round(total["images"] / total["seconds"], 1),
+    }
+
+
 def sensor_seconds(module, batch: dict, locations: torch.Tensor, fast: bool) -> float:
     start = time.perf_counter()
     with torch.no_grad():  # the sensor has no parameters: what it costs in a step is its forward pass
@@ -136,13 +146,7 @@ def side_by_side(module, batches: list[dict], warmup: int = 5) -> dict:
             run(path, block, count=True)
     out = {}
     for path, total in totals.items():
-        out[path] = {
-            "steps": total["steps"],
-            "images": total["images"],
-            "seconds": round(total["seconds"], 3),
-            "images_per_s": round(total["images"] / total["seconds"], 1),
-            "sensor_share": round(total["sensor"] / total["seconds"], 4),
-        }
+        out[path] = {**rates(total), "sensor_share": round(total["sensor"] / total["seconds"], 4)}
     out["speedup"] = round(totals["reference"]["seconds"] / totals["fast"]["seconds"], 3)
     return out
 
@@ -265,13 +269,7 @@ def loop_side_by_side(
                 totals[path]["turns"].append(seconds)
     out = {}
     for path, total in totals.items():
-        out[path] = {
-            "steps": total["steps"],
-            "images": total["images"],
-            "seconds": round(total["seconds"], 3),
-            "images_per_s": round(total["images"] / total["seconds"], 1),
-            "turn_seconds": [round(seconds, 3) for seconds in total["turns"]],
-        }
+        out[path] = {**rates(total), "turn_seconds": [round(seconds, 3) for seconds in total["turns"]]}
     out["speedup"] = round(totals["old"]["seconds"] / totals["new"]["seconds"], 3)
     # Each turn's old and new ran back to back: the median of their ratios is less moved by a load that
     # changes between turns than the ratio of the sums.
