@@ -52,6 +52,12 @@ CLASSES = 10
 EXAMPLE_PATHS = 16  # test canvases whose glimpse paths the record keeps, for the figures
 
 
+def annealed(epoch: int, epochs: int) -> float:
+    """The paper's linear annealing: the fraction of the initial rate epoch ``epoch`` trains at, over a run of
+    ``epochs`` epochs (the last at 1 / epochs, then 0)."""
+    return max(0.0, 1 - epoch / epochs)
+
+
 class ImageClassifier(L.LightningModule):
     """What RAM and the baselines share: the optimiser and its linear decay, test error on the validation and
     test canvases in %, and testing the best validation epoch.
@@ -102,8 +108,7 @@ class ImageClassifier(L.LightningModule):
         if hp.lr_decay == "none":
             return optimizer
         epochs = hp.decay_epochs or self.trainer.max_epochs
-        # Epoch e trains at lr * (1 - e / epochs): the last epoch at lr / epochs, then 0.
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(0.0, 1 - e / epochs))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: annealed(e, epochs))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
     def on_train_epoch_start(self):

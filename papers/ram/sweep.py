@@ -38,7 +38,7 @@ TASKS = {  # canvas, distractors, glimpses, glimpse size, scales: the RAM experi
 
 def run_cell(cell: dict) -> dict:
     from papers.ram.data import ClutteredMNIST
-    from papers.ram.model import RAMModule
+    from papers.ram.model import RAMModule, annealed
 
     torch.set_num_threads(1)
     canvas, distractors, glimpses, size, scales = TASKS[cell["task"]]
@@ -71,7 +71,7 @@ def run_cell(cell: dict) -> dict:
     while not done() and finite:
         if epochs:
             for group in optimizer.param_groups:
-                group["lr"] = cell["lr"] * (1 - epoch / epochs)
+                group["lr"] = cell["lr"] * annealed(epoch, epochs)
         for batch in data.training_batches(epoch):
             rollout = module.rollout(batch["images"], batch["start"], sample=True)
             loss = module.hybrid_loss(rollout, batch["labels"])["loss"]
