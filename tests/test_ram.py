@@ -174,6 +174,19 @@ def test_sensor_is_batched_and_zero_outside_the_image():
     assert corner[0, :6, :].sum() == 0 and corner[0, 6:, 6:].min() == 1  # centred on pixel (0, 0)
 
 
+def test_a_reach_below_one_keeps_the_glimpse_centres_in_the_middle_of_the_canvas():
+    """pixel = floor((reach · l + 1) / 2 · W): at reach 0.5 on 60x60, l = ±1 is pixel 15 / 45 (the range of
+    a 28-pixel digit's centre is 14..46), and l = 0 is still the centre."""
+    images = torch.arange(60 * 60, dtype=torch.float32).view(1, 1, 60, 60)
+    near, far = GlimpseSensor(size=2, scales=1, reach=0.5), GlimpseSensor(size=2, scales=1)
+    for location, row, col in (([1.0, -1.0], 15, 45), ([0.0, 0.0], 30, 30), ([-1.0, 0.5], 37, 15)):
+        patch = near(images, torch.tensor([location])).view(2, 2)
+        assert torch.equal(patch, images[0, 0, row - 1 : row + 1, col - 1 : col + 1]), location
+    assert torch.equal(near(images, torch.tensor([[0.5, 0.5]])), far(images, torch.tensor([[0.25, 0.25]])))
+    with pytest.raises(ValueError, match=r"model.location_reach must be in \(0, 1\], not 0"):
+        RAMModule(location_reach=0)
+
+
 def test_a_glimpse_wider_than_the_canvas_is_refused_when_the_config_is_read():
     path = get_paper("ram").config_path("mnist_ram6", "smoke")
     with pytest.raises(ConfigError, match=r"widest glimpse patch \(8 x 2\^2 = 32 pixels\).*28-pixel canvas"):
@@ -269,6 +282,17 @@ def test_fast_path_equals_the_reference_bit_for_bit(canvas, size, scales, detach
     assert set(reference[2]) == {"loss", "ce", "reinforce", "baseline"}
     assert_identical(reference, fast)
     assert_identical(*fast_and_reference(module, images, start, labels, sample=False))
+
+
+def test_fast_path_equals_the_reference_bit_for_bit_at_a_reach_below_one():
+    torch.manual_seed(5)
+    module = RAMModule(glimpses=4, glimpse_size=12, scales=3, location_std=0.22, location_reach=0.53)
+    images, labels = torch.rand(20, 1, 60, 60), torch.randint(0, 10, (20,))
+    start = torch.rand(20, 2) * 2.4 - 1.2
+    assert_identical(*fast_and_reference(module, images, start, labels))
+    assert_identical(*fast_and_reference(module, images, start, labels, sample=False))
+    sensor, locations = module.sensor, torch.cat([torch.rand(16, 2) * 2.4 - 1.2, -torch.ones(4, 2)])
+    assert torch.equal(sensor.look(sensor.prepare(images), locations), sensor(images, locations))
 
 
 @pytest.mark.parametrize("glimpses", [1, 2])

@@ -195,15 +195,19 @@ class GlimpseSensor(nn.Module):
     """ρ(x, l): ``scales`` square patches centred at l, widths size · 2^s, each average-pooled to size × size.
 
     A location is (x, y) in [−1, 1]², (−1, −1) the top-left corner; it maps to the pixel
-    ``floor((l + 1) / 2 · W)`` (spec §3's decision). Pixels outside the image are 0. Batched: one gather of
+    ``floor((reach · l + 1) / 2 · W)``: with ``reach`` 1 (spec §3's decision) l = ±1 is the canvas's edge,
+    with ``reach`` < 1 the glimpse centres stay in the middle ``reach · W`` pixels (the location-to-pixel
+    scale the paper does not report, spec pitfall 2). Pixels outside the image are 0. Batched: one gather of
     the largest patch for the whole batch, then each scale is a centred crop of it pooled by 2^s.
     """
 
-    def __init__(self, size: int, scales: int):
+    def __init__(self, size: int, scales: int, reach: float = 1.0):
         super().__init__()
         if size < 1 or scales < 1:
             raise ValueError(f"glimpse size and scales must be >= 1, not {size} and {scales}")
-        self.size, self.scales = size, scales
+        if not 0 < reach <= 1:
+            raise ValueError(f"the location reach must be in (0, 1], not {reach}")
+        self.size, self.scales, self.reach = size, scales, reach
         self.widest = size * 2 ** (scales - 1)
 
     @property
@@ -216,7 +220,7 @@ class GlimpseSensor(nn.Module):
         w = self.widest
         # A NaN location (weights gone NaN) looks at the centre instead of indexing garbage: the NaN loss that
         # comes with it stops the run with the harness's message.
-        locations = torch.nan_to_num(locations, nan=0.0).clamp(-1, 1)
+        locations = torch.nan_to_num(locations, nan=0.0).clamp(-1, 1) * self.reach
         centre = torch.floor((locations + 1) / 2 * torch.tensor([width, height]).to(locations)).long()
         span = torch.arange(w, device=images.device) - w // 2
         rows, cols = centre[:, 1, None] + span, centre[:, 0, None] + span  # B × w each
@@ -253,7 +257,7 @@ class GlimpseSensor(nn.Module):
         outside-mask's 0 is +0, as the padding is): one indexed copy of the widest patches instead of ~20
         small ops."""
         patches, batch, half_scale = prepared
-        return _look(patches, batch, half_scale, locations, self.size, self.scales)
+        return _look(patches, batch, half_scale, locations, self.reach, self.size, self.scales)
 
 
 @torch.jit.script
@@ -262,11 +266,12 @@ def _look(
     batch: torch.Tensor,
     half_scale: torch.Tensor,
     locations: torch.Tensor,
+    reach: float,
     size: int,
     scales: int,
 ) -> torch.Tensor:
     """GlimpseSensor.look (TorchScript: the fast rollout's loop calls it too)."""
-    locations = torch.nan_to_num(locations, nan=0.0).clamp(-1, 1)
+    locations = torch.nan_to_num(locations, nan=0.0).clamp(-1, 1) * reach  # reach 1: the same floats
     # floor((l + 1) / 2 · W) in two ops fewer, the same numbers: halving is exact, so (l + 1) · (W / 2) rounds
     # the same real number; and truncation (long) is floor for these values, all >= 0.
     x, y = ((locations + 1) * half_scale).long().unbind(1)
@@ -302,6 +307,7 @@ class RAMModule(ImageClassifier):
     scales: k, patches per glimpse, each twice as wide as the previous.
     glimpse_hidden, location_hidden, glimpse_features, hidden: the widths 128, 128, 256 and 256 of §3.
     location_std: σ of the location policy (unreported in the paper; spec pitfall 2).
+    location_reach: how far l = ±1 looks, as a fraction of the half canvas (GlimpseSensor; 1: to the edge).
     locator_detach_core: REINFORCE trains the location network only (default: it trains the core too, as in
         the paper).
     eval_rollouts: M; > 0 adds the one-rollout and M-rollout-averaged stochastic test errors.
@@ -320,6 +326,7 @@ class RAMModule(ImageClassifier):
         glimpse_features: int = 256,
         hidden: int = 256,
         location_std: float = 0.1,
+        location_reach: float = 1.0,
         locator_detach_core: bool = False,
         eval_rollouts: int = 0,
         seed: int = 1,
@@ -334,8 +341,10 @@ class RAMModule(ImageClassifier):
             raise ValueError(f"model.glimpses must be >= 1, not {glimpses}")
         if location_std <= 0:
             raise ValueError(f"model.location_std must be > 0, not {location_std}")
+        if not 0 < location_reach <= 1:
+            raise ValueError(f"model.location_reach must be in (0, 1], not {location_reach}")
         self.save_hyperparameters()
-        self.sensor = GlimpseSensor(glimpse_size, scales)
+        self.sensor = GlimpseSensor(glimpse_size, scales, location_reach)
         self.what = nn.Linear(self.sensor.features, glimpse_hidden)
         self.where = nn.Linear(2, location_hidden)
         self.what_out = nn.Linear(glimpse_hidden, glimpse_features)
@@ -541,6 +550,7 @@ class _FastRollout(torch.autograd.Function):
                 patches,
                 batch_index,
                 half_scale,
+                sensor.reach,
                 sensor.size,
                 sensor.scales,
                 start,
@@ -588,6 +598,7 @@ def _rollout_scan(
     patches: torch.Tensor,
     batch: torch.Tensor,
     half_scale: torch.Tensor,
+    reach: float,
     size: int,
     scales: int,
     start: torch.Tensor,
@@ -619,7 +630,7 @@ def _rollout_scan(
     baselines: list[torch.Tensor] = []
     locations: list[torch.Tensor] = [start]
     for t in range(steps):
-        rho = _look(patches, batch, half_scale, location, size, scales)
+        rho = _look(patches, batch, half_scale, location, reach, size, scales)
         what = torch.relu(torch.addmm(b_g, rho, w_g))
         where = torch.relu(torch.addmm(b_l, location, w_l))
         g = torch.relu(torch.addmm(b_hg, what, w_hg) + torch.addmm(b_hl, where, w_hl))

@@ -52,6 +52,7 @@ def run_cell(cell: dict) -> dict:
         glimpse_size=size,
         scales=scales,
         location_std=cell["sigma"],
+        location_reach=cell.get("reach", 1.0),
         locator_detach_core=cell["detach"],
     )
     if cell["optimizer"] == "adam":
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--lr", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03])
     parser.add_argument("--sigma", type=float, nargs="+", default=[0.05, 0.1, 0.17, 0.22])
+    parser.add_argument(
+        "--reach", type=float, nargs="+", default=[1.0], help="RAMModule.location_reach values"
+    )
     parser.add_argument("--detach", choices=("yes", "no", "both"), default="both")
     parser.add_argument("--clip", type=float, nargs="+", default=[0.0], help="gradient norm limits; 0: none")
     parser.add_argument("--steps", type=int, default=5000)
@@ -141,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch_size,
             "lr": lr,
             "sigma": sigma,
+            "reach": reach,
             "detach": d,
             "clip": clip,
             "steps": args.steps,
@@ -149,11 +154,14 @@ def main(argv: list[str] | None = None) -> int:
             "eval_every": args.eval_every,
             "seed": seed,
         }
-        for lr, sigma, d, clip, seed in itertools.product(args.lr, args.sigma, detach, args.clip, args.seed)
+        for lr, sigma, reach, d, clip, seed in itertools.product(
+            args.lr, args.sigma, args.reach, detach, args.clip, args.seed
+        )
     ]
     report = {
         "paper": "ram",
-        "what": "calibration of lr, sigma and locator_detach_core: deterministic validation error after "
+        "what": "calibration of lr, sigma, location reach and locator_detach_core: deterministic validation "
+        "error after "
         + (
             f"{args.epochs} epochs, the rate annealed linearly to 0 over them (the full tier's schedule)"
             if args.epochs
