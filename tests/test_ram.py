@@ -546,6 +546,18 @@ def test_figures_from_a_record(tmp_path, harness_state):
     }
 
 
+def test_figures_draw_glimpses_where_the_runs_reach_put_them():
+    from papers.ram import figures
+
+    record = {
+        "config": {"model": {"init_args": {"location_reach": 0.5}}},
+        "details": {"glimpse_paths": {"locations": [[[0.0, 0.0], [1.0, -3.0]]]}},
+    }
+    assert figures.canvas_locations(record, 0).tolist() == [[0.0, 0.0], [0.5, -0.5]]
+    del record["config"]["model"]["init_args"]["location_reach"]  # records from before the reach: 1
+    assert figures.canvas_locations(record, 0).tolist() == [[0.0, 0.0], [1.0, -1.0]]
+
+
 @needs_data
 def test_calibration_cell_clips_scores_its_curve_and_stops_at_its_time_limit(monkeypatch):
     from papers.ram import sweep

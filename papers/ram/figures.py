@@ -120,6 +120,13 @@ def traced(results_dir: Path, experiment: str, tier: str) -> dict | None:
     return next((r for r in records if r["details"].get("glimpse_paths")), None)
 
 
+def canvas_locations(record: dict, index: int) -> np.ndarray:
+    """Episode ``index``'s glimpse locations in the canvas's own frame (±1 its edges): the policy's locations,
+    clipped, times the run's ``location_reach`` (GlimpseSensor's mapping)."""
+    reach = record["config"]["model"]["init_args"].get("location_reach", 1.0)
+    return np.clip(np.array(record["details"]["glimpse_paths"]["locations"][index]), -1, 1) * reach
+
+
 def glimpse_paths(results_dir: Path, experiment: str, tier: str) -> Path | None:
     record = traced(results_dir, experiment, tier)
     if record is None:
@@ -131,11 +138,12 @@ def glimpse_paths(results_dir: Path, experiment: str, tier: str) -> Path | None:
     fig, axes = plt.subplots(1, count, figsize=(2.1 * count, 2.5))
     for i, ax in enumerate(np.atleast_1d(axes)):
         ax.imshow(images[i], cmap="gray", vmin=0, vmax=1)
-        xy = (np.clip(np.array(paths["locations"][i]), -1, 1) + 1) / 2 * canvas - 0.5
+        locations = canvas_locations(record, i)
+        xy = (locations + 1) / 2 * canvas - 0.5
         ax.plot(xy[:, 0], xy[:, 1], "-", color="tab:orange", lw=1.2)
         ax.plot(xy[0, 0], xy[0, 1], "o", color="tab:green", ms=5)
         ax.plot(xy[-1, 0], xy[-1, 1], "x", color="tab:red", ms=6, mew=2)
-        patch_boxes(ax, paths["locations"][i][-1], canvas, model["glimpse_size"], model["scales"], "tab:red")
+        patch_boxes(ax, locations[-1], canvas, model["glimpse_size"], model["scales"], "tab:red")
         ok = paths["predictions"][i] == labels[i]
         ax.set_title(f"label {labels[i]} → {paths['predictions'][i]}" + ("" if ok else " ✗"), fontsize=8)
         ax.set_xlim(-0.5, canvas - 0.5)
@@ -162,7 +170,7 @@ def episode_gif(results_dir: Path, experiment: str, tier: str, index: int = 0) -
     canvas, distractors, model = experiment_task(experiment)
     images, labels = test_canvases(canvas, distractors, index + 1)
     image, label = images[index], labels[index]
-    locations = np.array(paths["locations"][index])
+    locations = canvas_locations(record, index)
     sensor = GlimpseSensor(model["glimpse_size"], model["scales"])
     frames = torch.tensor(image, dtype=torch.float32).expand(len(locations), 1, canvas, canvas)
     views = sensor(frames, torch.tensor(locations, dtype=torch.float32))
@@ -175,7 +183,7 @@ def episode_gif(results_dir: Path, experiment: str, tier: str, index: int = 0) -
             ax.set_xticks([])
             ax.set_yticks([])
         axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
-        xy = (np.clip(locations[: t + 1], -1, 1) + 1) / 2 * canvas - 0.5
+        xy = (locations[: t + 1] + 1) / 2 * canvas - 0.5
         axes[0].plot(xy[:, 0], xy[:, 1], "-o", color="tab:orange", ms=3, lw=1)
         patch_boxes(axes[0], locations[t], canvas, model["glimpse_size"], model["scales"], "tab:red")
         axes[0].set_xlim(-0.5, canvas - 0.5)
