@@ -4,6 +4,7 @@ specs/ram.md. Tests that read MNIST skip only when the data root has no ``mnist`
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 
 import lightning as L
@@ -544,6 +545,34 @@ def test_figures_from_a_record(tmp_path, harness_state):
         "glimpses_mnist_ram6_smoke.png",
         "episode_mnist_ram6_smoke.gif",
     }
+
+
+def test_protocol_table_shows_the_three_protocols_the_verdict_and_the_baselines(tmp_path):
+    from papers.ram import figures
+
+    def aggregate(experiment, metrics):
+        folder = tmp_path / experiment / "full"
+        folder.mkdir(parents=True)
+        (folder / "aggregate.json").write_text(json.dumps({"metrics": metrics}))
+
+    def metric(key, values, **extra):
+        mean, std = float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        return {"key": key, "mean": mean, "std": std, "n": len(values), **extra}
+
+    assert figures.write_protocols(tmp_path, "full") is None  # nothing committed: no table
+    compared = {"published": 1.84, "evidence": "secondary", "verdict": "MISS (known)"}
+    aggregate(
+        "translated_ram8",
+        [
+            metric("test_error", [3.0, 4.0], **compared),
+            metric("test_error_sampled", [5.0, 5.0]),
+            metric("test_error_mc", [1.5, 2.5]),
+        ],
+    )
+    aggregate("translated_conv", [metric("test_error", [2.25])])
+    table = figures.write_protocols(tmp_path, "full").read_text()
+    assert "| translated_ram8 | 2 | **3.50 ± 0.71** | 5.00 ± 0.00 | 2.00 ± 0.71 | 1.84 [secondary] |" in table
+    assert table.rstrip().endswith("| MISS (known) | – | 2.25 |")  # FC-256 not run, conv 2.25
 
 
 def test_figures_draw_glimpses_where_the_runs_reach_put_them():
