@@ -119,6 +119,11 @@ def resume_command(paper: str, tier: str) -> str:
     return f"repro reproduce {paper} --tier {tier} --resume   (or: {make})"
 
 
+def chosen_seeds(args: argparse.Namespace) -> list[int]:
+    """--seed's seeds where given (say the ones a committed aggregate lacks), else 1..--seeds."""
+    return sorted(set(args.seed)) if args.seed else list(range(1, args.seeds + 1))
+
+
 def new_plan(paper: Paper, experiments: list[Experiment], args: argparse.Namespace, out: Path) -> dict:
     """The manifest of a fresh invocation: what `--resume` will continue if this one is cut off."""
     plan = {
@@ -127,7 +132,7 @@ def new_plan(paper: Paper, experiments: list[Experiment], args: argparse.Namespa
         "paper": paper.name,
         "tier": args.tier,
         "experiments": [e.name for e in experiments],
-        "seeds": list(range(1, args.seeds + 1)),
+        "seeds": chosen_seeds(args),
         "overrides": list(args.overrides),
         "devices": args.devices,
         "accelerator": args.accelerator,
@@ -159,7 +164,7 @@ def load_plan(paper: Paper, args: argparse.Namespace) -> dict:
     plan = results.read_json(path)
     asked = {
         "experiments": args.experiment,
-        "seeds": None if args.seeds == SEEDS_DEFAULT else list(range(1, args.seeds + 1)),
+        "seeds": None if args.seeds == SEEDS_DEFAULT and not args.seed else chosen_seeds(args),
         "overrides": args.overrides or None,
     }
     for key, value in asked.items():
@@ -430,6 +435,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     paper = get_paper(args.paper)
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.seed and min(args.seed) < 1:
+        raise ConfigError(f"--seed must be at least 1, got {min(args.seed)}")
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1 (seeds trained at once), got {args.jobs}")
     plan = load_plan(paper, args) if args.resume and args.train else None
@@ -517,7 +524,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 130
         finished = finished_seeds(plan)
-    seeds = plan["seeds"] if plan else list(range(1, args.seeds + 1))
+    seeds = plan["seeds"] if plan else chosen_seeds(args)
     this_run, written = [], []
     for e in experiments:
         mine = [
@@ -894,6 +901,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", "-e", action="append", help="run only this experiment (repeatable)")
     p.add_argument("--tier", "-t", choices=TIERS, default="cpu", help="smoke | cpu | full (default: cpu)")
     p.add_argument("--seeds", type=int, default=SEEDS_DEFAULT, help="number of seeds, 1..N (default: 3)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        action="append",
+        help="train only this seed (repeatable; instead of --seeds): e.g. the seeds the committed evidence "
+        "lacks, which --evidence then combines with the committed ones",
+    )
     p.add_argument("--devices", help="devices per run (more than 1 uses Lightning DDP)")
     p.add_argument("--accelerator", help="cpu | gpu | auto")
     p.add_argument("--jobs", type=int, help="seeds run at once (default: one per core on CPU)")

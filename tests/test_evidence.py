@@ -278,6 +278,16 @@ def test_a_users_run_writes_apart_and_evidence_combines_every_committed_seed(smo
     assert aggregate["records"] == ["seed1.json", "seed2.json"]
     assert "the committed aggregate combines 2 seeds: 1, 2 (1 from this run)" in out
 
+    # --seed trains only the seed the evidence lacks; the committed seeds stay as they were.
+    kept = {name: data for name, data in snapshot(committed).items() if "/seed" in name}
+    rc, out = smoke_cli(*SMOKE, "--seed", "3", *one_epoch, "--evidence")
+    assert rc == 0, out
+    assert "1 experiment(s) x 1 seed(s)" in out
+    after = snapshot(committed)
+    assert all(after[name] == data for name, data in kept.items())
+    aggregate = results.read_json(committed / "stack_rnn/stack_anbn/smoke/aggregate.json")
+    assert aggregate["records"] == ["seed1.json", "seed2.json", "seed3.json"]
+
 
 @pytest.mark.slow
 def test_resume_continues_the_cut_off_seed_whatever_the_committed_evidence_holds(smoke_cli, isolated_outputs):
@@ -325,6 +335,7 @@ def test_resume_with_nothing_started_is_exit_2(smoke_cli):
     ("flag", "problem"),
     [
         (("--seeds", "0"), "--seeds must be at least 1"),
+        (("--seed", "0"), "--seed must be at least 1"),
         (("--jobs", "-2"), "--jobs must be at least 1"),
         (("--set", "model.hiden_size=3"), "unknown model argument 'hiden_size'"),
         (("--set", "trainer.max_epochs=abc"), 'Parser key "trainer.max_epochs"'),
