@@ -231,13 +231,16 @@ def build_trainer(
             if options.stop_on_nonfinite:
                 trainer.should_stop = True
                 return
-            fix = "lower the learning rate (--set model.lr=...) or check the data"
+            # Not --resume: it continues with the settings that diverged (and a resumed seed replays the same
+            # steps), so a changed lr or clip needs a fresh run.
+            fix = (
+                "lower the learning rate or clip the gradient (--set model.lr=... or --set "
+                "trainer.gradient_clip_val=...) or check the data, and run it again without --resume"
+            )
             if latest_checkpoint(work / "checkpoints") is None:
-                advice = "No checkpoint was written yet (the first epoch did not finish), so there is "
-                advice += f"nothing to resume: {fix}, and rerun."
+                advice = f"No checkpoint was written yet (the first epoch did not finish): {fix}."
             else:
-                advice = f"The last good checkpoint is kept in {work / 'checkpoints'}; {fix}, then rerun "
-                advice += "with --resume."
+                advice = f"The last good checkpoint is kept in {work / 'checkpoints'} to inspect; {fix}."
             raise NonFiniteLossError(f"{self.message}. {advice}")
 
     work.mkdir(parents=True, exist_ok=True)
