@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -32,7 +31,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from papers.ram.data import ClutteredMNIST  # noqa: E402
 from papers.ram.model import GlimpseSensor  # noqa: E402
 from repro.papers import get_paper  # noqa: E402
-from repro.results import aggregated_records  # noqa: E402
+from repro.results import aggregated_records, read_json  # noqa: E402
 
 TASKS = {  # name: (canvas, distractors, RAM experiment)
     "28x28 MNIST": (28, 0, "mnist_ram6"),
@@ -216,7 +215,7 @@ def aggregate_metrics(results_dir: Path, experiment: str, tier: str) -> dict[str
     path = results_dir / experiment / tier / "aggregate.json"
     if not path.exists():
         return {}
-    return {m["key"]: m for m in json.loads(path.read_text()).get("metrics", [])}
+    return {m["key"]: m for m in read_json(path).get("metrics", [])}
 
 
 def error_text(metric: dict | None) -> str:
@@ -244,8 +243,8 @@ def write_protocols(results_dir: Path, tier: str) -> Path | None:
         ]
         cells = [error_text(metrics.get(key)) for key in PROTOCOLS]
         cells[0] = f"**{cells[0]}**"
-        rows.append(f"| {name} | {compared['n']} | " + " | ".join([*cells, published, compared["verdict"]]))
-        rows[-1] += " | " + " | ".join(baselines) + " |"
+        row = [name, str(compared["n"]), *cells, published, compared["verdict"], *baselines]
+        rows.append("| " + " | ".join(row) + " |")
     if not rows:
         return None
     lines = [
