@@ -550,10 +550,13 @@ def test_figures_from_a_record(tmp_path, harness_state):
 def test_protocol_table_shows_the_three_protocols_the_verdict_and_the_baselines(tmp_path):
     from papers.ram import figures
 
-    def aggregate(experiment, metrics):
+    def aggregate(experiment, metrics, records=()):
         folder = tmp_path / experiment / "full"
         folder.mkdir(parents=True)
-        (folder / "aggregate.json").write_text(json.dumps({"metrics": metrics}))
+        for i, record in enumerate(records, 1):
+            (folder / f"seed{i}.json").write_text(json.dumps(record))
+        names = [f"seed{i}.json" for i in range(1, len(records) + 1)]
+        (folder / "aggregate.json").write_text(json.dumps({"metrics": metrics, "records": names}))
 
     def metric(key, values, **extra):
         mean, std = float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
@@ -568,11 +571,29 @@ def test_protocol_table_shows_the_three_protocols_the_verdict_and_the_baselines(
             metric("test_error_sampled", [5.0, 5.0]),
             metric("test_error_mc", [1.5, 2.5]),
         ],
+        # one seed traced one canvas: 3 of its 4 chosen glimpses at a corner
+        [
+            {"details": {"glimpse_paths": {"locations": [[[0, 0], [1, 1], [-1, 1], [0.5, 1], [-1, -1]]]}}},
+            {"details": {}},
+        ],
     )
     aggregate("translated_conv", [metric("test_error", [2.25])])
     table = figures.write_protocols(tmp_path, "full").read_text()
     assert "| translated_ram8 | 2 | **3.50 ± 0.71** | 5.00 ± 0.00 | 2.00 ± 0.71 | 1.84 [secondary] |" in table
-    assert table.rstrip().endswith("| MISS (known) | – | 2.25 |")  # FC-256 not run, conv 2.25
+    assert table.rstrip().endswith("| MISS (known) | – | 2.25 | 75% |")  # FC-256 not run, conv 2.25
+
+
+def test_corner_share_counts_the_chosen_glimpses_saturated_in_both_coordinates():
+    from papers.ram import figures
+
+    def traced(*paths):
+        return {"details": {"glimpse_paths": {"locations": [list(p) for p in paths]}}}
+
+    # the first glimpse is random, never counted (here it sits at a corner); one edge alone is not a corner
+    first = traced([(1.0, 1.0), (-1.0, 0.96), (0.2, 0.1), (0.97, -1.0)])
+    second = traced([(0.0, 0.0), (-0.99, 1.0), (1.0, 0.5), (0.0, 0.0)])
+    assert figures.corner_share([first, second]) == 3 / 6
+    assert figures.corner_share([{"details": {}}]) is None  # no record kept its paths
 
 
 def test_figures_draw_glimpses_where_the_runs_reach_put_them():

@@ -225,6 +225,26 @@ def error_text(metric: dict | None) -> str:
     return f"{metric['mean']:.2f}" + (f" ± {metric['std']:.2f}" if metric["n"] > 1 else "")
 
 
+SATURATED = (
+    0.95  # |l| from which a coordinate counts as at the edge of where the policy can look (tanh saturated)
+)
+
+
+def corner_share(records: list[dict]) -> float | None:
+    """The share of the glimpses the policy chose (every one after the random first) whose two coordinates are
+    both at the edge of its reach, over the traced test canvases of ``records``: near 1 is a policy that scans
+    the corners of its square whatever the canvas shows, not one that looks at the digit. None if none traced."""
+    chosen = [
+        location
+        for record in records
+        for path in (record["details"].get("glimpse_paths") or {}).get("locations", [])
+        for location in path[1:]
+    ]
+    if not chosen:
+        return None
+    return float(np.mean(np.all(np.abs(np.array(chosen)) >= SATURATED, axis=-1)))
+
+
 def write_protocols(results_dir: Path, tier: str) -> Path | None:
     """``protocols_<tier>.md`` from the committed aggregates; None when no RAM experiment has one."""
     paper = get_paper("ram")
@@ -243,7 +263,9 @@ def write_protocols(results_dir: Path, tier: str) -> Path | None:
         ]
         cells = [error_text(metrics.get(key)) for key in PROTOCOLS]
         cells[0] = f"**{cells[0]}**"
-        row = [name, str(compared["n"]), *cells, published, compared["verdict"], *baselines]
+        corners = corner_share(aggregated_records(results_dir / name / tier))
+        looks = "–" if corners is None else f"{100 * corners:.0f}%"
+        row = [name, str(compared["n"]), *cells, published, compared["verdict"], *baselines, looks]
         rows.append("| " + " | ".join(row) + " |")
     if not rows:
         return None
@@ -255,12 +277,15 @@ def write_protocols(results_dir: Path, tier: str) -> Path | None:
         "mean), spec §6's primary mode: the paper does not state its protocol, and its model is",
         "deterministic at test in the spec's reading. One sampled rollout (the policy's own noise) and the",
         "class probabilities averaged over 10 sampled rollouts (a port's test-time trick that can hide a",
-        "poor policy) are shown, never compared. The last two columns: the same task's baselines (test",
-        "error) at this tier.",
+        "poor policy) are shown, never compared. FC-256 and conv: the same task's baselines (test",
+        "error) at this tier. *At a corner*: of the glimpses the policy chose (all but the random first) on",
+        "the traced test canvases of every seed, the share with both coordinates at the edge of its reach",
+        f"(|l| ≥ {SATURATED}, tanh saturated): near 100% is a policy that scans the corners of its square",
+        "whatever the canvas shows, instead of moving onto the digit.",
         "",
         "| experiment | seeds | deterministic (compared) | one sampled rollout | 10-rollout average "
-        "| published (arXiv v1) | verdict | FC-256 | conv |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| published (arXiv v1) | verdict | FC-256 | conv | at a corner |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
     ]
     path = results_dir / f"protocols_{tier}.md"
