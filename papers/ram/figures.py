@@ -233,7 +233,7 @@ SATURATED = (
 def corner_share(records: list[dict]) -> float | None:
     """The share of the glimpses the policy chose (every one after the random first) whose two coordinates are
     both at the edge of its reach, over the traced test canvases of ``records``: near 1 is a policy that scans
-    the corners of its square whatever the canvas shows, not one that looks at the digit. None if none traced."""
+    the corners of its square whatever the canvas shows, not one that looks at the digit. None if untraced."""
     chosen = [
         location
         for record in records
