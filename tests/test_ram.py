@@ -691,3 +691,48 @@ def test_bench_times_both_training_loops_side_by_side(one_thread, harness_state)
     for path in ("old", "new", "step", "step_and_canvases"):
         assert run[path]["steps"] == 6 and run[path]["images"] == 24 and run[path]["images_per_s"] > 0
     assert run["same_weights"] is True and run["speedup"] > 0
+
+
+def test_gaze_measures_corners_and_the_distance_to_the_digit_in_the_sensors_pixels():
+    from papers.ram import gaze
+
+    chosen = np.array([[[0.96, -1.0], [0.96, 0.5], [-0.2, 0.0]]])
+    assert gaze.at_corner(chosen).tolist() == [[True, False, False]]
+    # GlimpseSensor's floor((reach·l + 1)/2·W) on 60 pixels at reach 0.53: l = ±1 is pixel 45 / 14
+    centres = gaze.pixel_centres(np.array([[[1.0, -1.0], [3.0, 0.0]]]), 0.53, 60)
+    assert centres.tolist() == [[[45.0, 14.0], [45.0, 30.0]]]
+    # a digit whose top-left is row 0, column 19: its centre is x 33, y 14 (12 and 12-by-16 pixels away)
+    assert gaze.digit_distance(centres, np.array([[0, 19]])).tolist() == [[12.0, 20.0]]
+
+
+def test_gaze_refuses_a_folder_without_epoch_checkpoints(tmp_path, capsys):
+    from papers.ram import gaze
+
+    run = tmp_path / "ram" / "mnist_ram6" / "full" / "seed1"
+    (run / "checkpoints").mkdir(parents=True)
+    assert gaze.main([str(run), "--out", str(tmp_path / "out")]) == 2
+    assert "not a run folder with epoch checkpoints" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    for epoch in range(7):
+        (run / "checkpoints" / f"epoch{epoch:03d}.ckpt").touch()
+    assert [e for e, _ in gaze.checkpoints(run, 3)] == [3, 6, 7]  # every 3rd epoch finished, and the last
+
+
+@needs_data
+def test_gaze_follows_a_smoke_run_epoch_by_epoch(tmp_path, harness_state):
+    from papers.ram import gaze
+
+    runs.smoke("ram", "mnist_ram6", tmp_path, ["trainer.max_epochs=2"])
+    out = tmp_path / "gaze"
+    assert (
+        gaze.main(
+            [str(tmp_path / "ram" / "mnist_ram6" / "smoke" / "seed1"), "--every", "1", "--out", str(out)]
+        )
+        == 0
+    )
+    report = json.loads((out / "mnist_ram6_smoke_seed1.json").read_text())
+    assert [row["epochs"] for row in report["epochs"]] == [1, 2]
+    for row in report["epochs"]:
+        assert 0 <= row["at_corner"] <= 1 and 0 <= row["val_error"] <= 100
+        assert row["still_distance"] == 0  # 28x28: the digit fills the canvas, its centre is the canvas's
+    assert (out / "mnist_ram6_smoke_seed1.png").exists()

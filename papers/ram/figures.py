@@ -28,6 +28,7 @@ import yaml  # noqa: E402
 from matplotlib import animation  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from papers.ram import gaze  # noqa: E402
 from papers.ram.data import ClutteredMNIST  # noqa: E402
 from papers.ram.model import GlimpseSensor  # noqa: E402
 from repro.papers import get_paper  # noqa: E402
@@ -225,11 +226,6 @@ def error_text(metric: dict | None) -> str:
     return f"{metric['mean']:.2f}" + (f" ± {metric['std']:.2f}" if metric["n"] > 1 else "")
 
 
-SATURATED = (
-    0.95  # |l| from which a coordinate counts as at the edge of where the policy can look (tanh saturated)
-)
-
-
 def corner_share(records: list[dict]) -> float | None:
     """The share of the glimpses the policy chose (every one after the random first) whose two coordinates are
     both at the edge of its reach, over the traced test canvases of ``records``: near 1 is a policy that scans
@@ -242,7 +238,7 @@ def corner_share(records: list[dict]) -> float | None:
     ]
     if not chosen:
         return None
-    return float(np.mean(np.all(np.abs(np.array(chosen)) >= SATURATED, axis=-1)))
+    return float(np.mean(gaze.at_corner(np.array(chosen))))
 
 
 def write_protocols(results_dir: Path, tier: str) -> Path | None:
@@ -280,8 +276,8 @@ def write_protocols(results_dir: Path, tier: str) -> Path | None:
         "poor policy) are shown, never compared. FC-256 and conv: the same task's baselines (test",
         "error) at this tier. *At a corner*: of the glimpses the policy chose (all but the random first) on",
         "the traced test canvases of every seed, the share with both coordinates at the edge of its reach",
-        f"(|l| ≥ {SATURATED}, tanh saturated): near 100% is a policy that scans the corners of its square",
-        "whatever the canvas shows, instead of moving onto the digit.",
+        f"(|l| ≥ {gaze.SATURATED}, tanh saturated): near 100% is a policy that scans the corners of its",
+        "square whatever the canvas shows, instead of moving onto the digit.",
         "",
         "| experiment | seeds | deterministic (compared) | one sampled rollout | 10-rollout average "
         "| published (arXiv v1) | verdict | FC-256 | conv | at a corner |",
